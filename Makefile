@@ -1,0 +1,47 @@
+# beamish: the two commands a new machine needs are `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+NODES   ?= 1
+
+.PHONY: demo test lint typecheck pytest bench erlang clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,uvloop]'
+	touch $(STAMP)
+
+# Debian's erlang and elixir for the interop tests, when missing and apt is there.
+# In CI (CI=true) the interop tests fail, rather than skip, if `erl` is still missing.
+erlang:
+	@if ! command -v erl >/dev/null 2>&1 || ! command -v elixir >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	      erlang-base erlang-crypto erlang-ssl erlang-public-key erlang-asn1 erlang-dev elixir >/dev/null; \
+	  else echo "apt-get not found: interop tests need erlang and elixir installed"; fi; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/python -m beamish demo --nodes $(NODES)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) erlang
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .hypothesis
