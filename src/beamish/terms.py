@@ -21,8 +21,8 @@ wire.
 >>> ok = Atom("ok")
 >>> ok == "ok", ok is Atom("ok")
 (True, True)
->>> match ("ok", 42):
-...     case (Atom("ok"), value):
+>>> match (Atom("ok"), 42):
+...     case ("ok", value):
 ...         print(value)
 42
 

@@ -1,0 +1,94 @@
+"""beamish: Erlang/OTP's process model, done properly in Python on asyncio.
+
+Processes with mailboxes, links and monitors; GenServer, Supervisor,
+DynamicSupervisor, Task, Agent and Registry with OTP's semantics; and (in
+`beamish.dist`) the real Erlang distribution protocol.
+
+>>> import beamish
+>>> async def main():
+...     pid = beamish.spawn(lambda: None)
+...     ref = beamish.monitor(pid)
+...     return await beamish.receive(lambda m: m[0] == "DOWN" and m[1] == ref)
+>>> beamish.run(main)[4]
+Atom('normal')
+"""
+
+from ._gen import ChildSpec, From, StartError
+from .gen_server import Continue, GenServer, Hibernate, Ignore, NoReply, Ok, Reply, Stop
+from .node import Node, run
+from .process import (
+    BadArg,
+    Exit,
+    ProcessInfo,
+    Timer,
+    cancel_timer,
+    demonitor,
+    exit,
+    is_alive,
+    link,
+    make_ref,
+    monitor,
+    process_flag,
+    process_info,
+    receive,
+    register,
+    registered,
+    self,
+    send,
+    send_after,
+    spawn,
+    spawn_link,
+    spawn_monitor,
+    to_thread,
+    unlink,
+    unregister,
+    whereis,
+)
+from .terms import Atom, Pid, Port, Ref, Term
+
+__all__ = [
+    "Atom",
+    "BadArg",
+    "ChildSpec",
+    "Continue",
+    "Exit",
+    "From",
+    "GenServer",
+    "Hibernate",
+    "Ignore",
+    "NoReply",
+    "Node",
+    "Ok",
+    "Pid",
+    "Port",
+    "ProcessInfo",
+    "Ref",
+    "Reply",
+    "StartError",
+    "Stop",
+    "Term",
+    "Timer",
+    "cancel_timer",
+    "demonitor",
+    "exit",
+    "is_alive",
+    "link",
+    "make_ref",
+    "monitor",
+    "process_flag",
+    "process_info",
+    "receive",
+    "register",
+    "registered",
+    "run",
+    "self",
+    "send",
+    "send_after",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "to_thread",
+    "unlink",
+    "unregister",
+    "whereis",
+]

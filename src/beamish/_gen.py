@@ -1,0 +1,375 @@
+"""Machinery shared by every behaviour, held once (OTP's `gen.erl` and `proc_lib`).
+
+- `start`: spawn a behaviour process, register its name, run its init inside
+  it and wait for the acknowledgement (proc_lib's start with ack).
+- `call`: monitor the server with an alias, send, then wait for the reply, a
+  DOWN or the timeout; a late reply is dropped because the alias is gone.
+- `reply`, `stop`, `resolve` (which raises `noproc`), and `ChildSpec`, the
+  shape a supervisor starts children from.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal, NamedTuple, Protocol, TypeAlias
+
+from .node import Node
+from .process import (
+    DOWN,
+    KILLED,
+    NOPROC,
+    NORMAL,
+    SHUTDOWN,
+    TIMEOUT,
+    BadArg,
+    Dest,
+    Exit,
+    Handler,
+    Process,
+    _name_of,
+    current,
+    receive,
+)
+from .terms import Atom, Pid, Ref, Term
+
+__all__ = [
+    "ChildSpec",
+    "From",
+    "StartError",
+    "ViaModule",
+    "call",
+    "reply",
+    "resolve",
+    "start",
+    "stop",
+]
+
+GEN_CALL: Final = Atom("$gen_call")
+GEN_CAST: Final = Atom("$gen_cast")
+SYSTEM: Final = Atom("system")
+ACK: Final = Atom("$ack")
+NODEDOWN: Final = Atom("nodedown")
+NOCONNECTION: Final = Atom("noconnection")
+CALL: Final = Atom("call")
+
+
+class From(NamedTuple):
+    """Who is waiting for a call's reply: the caller's pid and the reply tag."""
+
+    pid: Pid
+    tag: Term
+
+
+class StartError(Exception):
+    """A behaviour failed to start: `reason` is what its init gave (OTP's
+    `{error, Reason}`), e.g. `("already_started", pid)`."""
+
+    def __init__(self, reason: Term) -> None:
+        super().__init__(reason)
+        self.reason: Term = reason
+
+
+class ViaModule(Protocol):
+    """What a `("via", module, key)` name needs from `module` (OTP's via protocol)."""
+
+    def register_name(self, key: Term, pid: Pid) -> bool: ...
+    def unregister_name(self, key: Term) -> None: ...
+    def whereis_name(self, key: Term) -> Pid | None: ...
+    def send(self, key: Term, msg: Term) -> None: ...
+
+
+Restart: TypeAlias = Literal["permanent", "transient", "temporary"]
+Shutdown: TypeAlias = "float | Literal['brutal_kill'] | None"
+StartFn: TypeAlias = Callable[..., Awaitable["Pid | None"]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """How a supervisor starts, restarts and stops one child (Elixir's child spec).
+
+    `start` is `(async_fn, args)`; `await async_fn(*args)` must link the new
+    process to the caller and return its pid (or None for "ignore"), raising
+    `StartError` on failure. `shutdown` is seconds to wait after the
+    `shutdown` exit signal before killing, `"brutal_kill"`, or None for
+    infinity (the default for supervisors). Unknown fields raise TypeError.
+    """
+
+    id: Term
+    start: tuple[StartFn, tuple[Term, ...]]
+    restart: Restart = "permanent"
+    shutdown: float | Literal["brutal_kill"] | None = 5.0
+    type: Literal["worker", "supervisor"] = "worker"
+    modules: tuple[str, ...] = field(default=())
+    significant: bool = False
+
+    def __post_init__(self) -> None:
+        if self.restart not in ("permanent", "transient", "temporary"):
+            raise ValueError(f"invalid restart {self.restart!r}: permanent, transient or temporary")
+        if self.type not in ("worker", "supervisor"):
+            raise ValueError(f"invalid type {self.type!r}: worker or supervisor")
+        sd = self.shutdown
+        if not (sd is None or sd == "brutal_kill" or (isinstance(sd, int | float) and sd >= 0)):
+            raise ValueError(f"invalid shutdown {sd!r}: seconds, 'brutal_kill' or None (infinity)")
+        fn, args = self.start
+        if not callable(fn) or not isinstance(args, tuple):
+            raise ValueError(f"invalid start {self.start!r}: (async_fn, args_tuple)")
+
+
+# --- names -----------------------------------------------------------------
+
+
+def resolve(node: Node, dest: Dest) -> Pid | tuple[Atom, Atom]:
+    """The pid behind `dest`, or `(name, node)` for a remote name; raises
+    `Exit("noproc")` when nothing is registered under it."""
+    if type(dest) is Pid:
+        return dest
+    if isinstance(dest, str):
+        pid = node.whereis(dest)
+        if pid is None:
+            raise Exit(NOPROC)
+        return pid
+    if type(dest) is tuple:
+        if len(dest) == 3 and dest[0] == "via":
+            found = dest[1].whereis_name(dest[2])
+            if found is None:
+                raise Exit(NOPROC)
+            return found  # type: ignore[no-any-return]
+        if len(dest) == 2 and dest[0] == "global":
+            via = node.extensions.get("global")
+            if via is None:
+                raise Exit(NOPROC)
+            found = via.whereis_name(dest[1])  # type: ignore[attr-defined]
+            if found is None:
+                raise Exit(NOPROC)
+            return found  # type: ignore[no-any-return]
+        if len(dest) == 2:
+            name, where = dest
+            if where == node.name:
+                return resolve(node, name)
+            return (Atom(name), Atom(where))
+    raise BadArg(f"invalid server reference {dest!r}")
+
+
+def register_name(node: Node, name: Dest | None, pid: Pid) -> None:
+    """Register a starting behaviour; raises `StartError(("already_started", pid))`."""
+    if name is None:
+        return
+    if isinstance(name, str):
+        existing = node.whereis(name)
+        if existing is not None:
+            raise StartError((Atom("already_started"), existing))
+        node.register(name, pid)
+        return
+    if type(name) is tuple and len(name) == 3 and name[0] == "via":
+        via = name[1]
+        if not via.register_name(name[2], pid):
+            raise StartError((Atom("already_started"), via.whereis_name(name[2])))
+        return
+    if type(name) is tuple and len(name) == 2 and name[0] == "global":
+        glob = node.extensions.get("global")
+        if glob is None:
+            raise BadArg("global names need the cluster layer (beamish.cluster) running")
+        if not glob.register_name(name[1], pid):  # type: ignore[attr-defined]
+            raise StartError((Atom("already_started"), glob.whereis_name(name[1])))  # type: ignore[attr-defined]
+        return
+    raise BadArg(f"invalid name {name!r}: a str, ('via', module, key) or ('global', name)")
+
+
+def unregister_name(node: Node, name: Dest | None) -> None:
+    if name is None:
+        return
+    if isinstance(name, str):
+        if node.names.get(name) is not None:
+            node.unregister(name)
+    elif type(name) is tuple and len(name) == 3 and name[0] == "via":
+        name[1].unregister_name(name[2])
+
+
+# --- start with acknowledgement ----------------------------------------------
+
+InitFn: TypeAlias = Callable[[Process], Awaitable["Handler | None"]]
+"""Runs inside the new process; returns its message handler (it then becomes a
+behaviour process), or None for "ignore"; raises `Exit` to stop."""
+
+
+async def start(
+    init: InitFn,
+    *,
+    link: bool,
+    name: Dest | None,
+    timeout: float | None,
+    behaviour: str,
+    initial_call: Callable[..., object] | str,
+) -> Pid | None:
+    """Start a behaviour process and wait until its init has run.
+
+    Returns the pid, or None if init chose to ignore; raises `StartError`
+    with the reason if init stopped or crashed, or did not finish in
+    `timeout` seconds (the process is then killed).
+    """
+    caller = current()
+    node = caller.node
+    label = initial_call if isinstance(initial_call, str) else _name_of(initial_call)
+    proc = node.new_process(label)
+    proc.behaviour = behaviour
+    pid = proc.pid
+    try:
+        register_name(node, name, pid)
+    except BaseException:
+        node.procs.pop(pid.id, None)
+        raise
+    if link:
+        proc.add_link(caller.pid)
+        caller.add_link(pid)
+    ref = node.monitor(caller, pid)
+
+    async def body() -> Term:
+        try:
+            handler = await init(proc)
+        except Exit as e:
+            node.send_quietly(caller.pid, (ACK, ref, (Atom("error"), e.exit_reason)))
+            raise
+        except Exception as exc:
+            node.send_quietly(caller.pid, (ACK, ref, (Atom("error"), exc)))
+            raise
+        if handler is None:
+            node.send_quietly(caller.pid, (ACK, ref, Atom("ignore")))
+            raise Exit(NORMAL)
+        proc.become(handler, behaviour)
+        node.send_quietly(caller.pid, (ACK, ref, Atom("ok")))
+        return None
+
+    proc._task = node.loop.create_task(proc.run_task(body, ()))
+
+    def is_ack(m: Term) -> bool:
+        return type(m) is tuple and (
+            (len(m) == 3 and m[1] is ref and m[0] is ACK)
+            or (len(m) == 5 and m[1] is ref and m[0] == DOWN)
+        )
+
+    try:
+        msg = await receive(is_ack, timeout)
+    except TimeoutError:
+        node.demonitor(caller, ref)
+        if link:
+            node.unlink(caller, pid)
+        node.signal_exit(caller.pid, pid, Atom("kill"), False)
+        _flush(caller, ref)
+        raise StartError(TIMEOUT) from None
+    if msg[0] is ACK:
+        outcome = msg[2]
+        if outcome == "ok":
+            node.demonitor(caller, ref)
+            _flush(caller, ref)
+            return pid
+        # Wait for the process to be gone, as proc_lib does, so a supervisor
+        # restarting it never races its own dying child.
+        down = await receive(lambda m: type(m) is tuple and len(m) == 5 and m[1] is ref and m[0] == DOWN)
+        if outcome == "ignore":
+            return None
+        reason = outcome[1] if type(outcome) is tuple else down[4]
+        unregister_name(node, name)
+        raise StartError(reason)
+    unregister_name(node, name)
+    raise StartError(msg[4])
+
+
+def _flush(proc: Process, ref: Ref) -> None:
+    mb = proc.mailbox
+    if mb:
+        for i, m in enumerate(mb):
+            if type(m) is tuple and len(m) >= 2 and m[1] is ref:
+                del mb[i]
+                break
+
+
+# --- call / reply / stop -------------------------------------------------------
+
+
+async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: Atom = GEN_CALL) -> Term:
+    """Send `(label, From(self, ref), request)` to `dest` and wait for the reply.
+
+    Raises `Exit` with reason `noproc` (no such server), `timeout`,
+    `("nodedown", node)`, or the reason the server died with; the exit's
+    `context` is OTP's `(module, "call", [dest, request, timeout])`.
+    """
+    proc = current()
+    node = proc.node
+    try:
+        target = resolve(node, dest)
+    except Exit as e:
+        raise Exit(e.reason, (Atom("gen"), CALL, [dest, request, timeout])) from None
+    ref = node.monitor(proc, target, alias=True)
+    node.send(target, (label, From(proc.pid, ref), request))
+
+    def is_reply(m: Term) -> bool:
+        return type(m) is tuple and (
+            (len(m) == 2 and m[0] is ref) or (len(m) == 5 and m[1] is ref and m[0] == DOWN)
+        )
+
+    try:
+        msg = await receive(is_reply, timeout)
+    except TimeoutError:
+        # Deactivating the alias is what keeps a late reply out of our mailbox.
+        node.demonitor(proc, ref)
+        _flush(proc, ref)
+        raise Exit(TIMEOUT, (Atom("gen"), CALL, [dest, request, timeout])) from None
+    if len(msg) == 2:
+        node.demonitor(proc, ref)
+        return msg[1]
+    reason = msg[4]
+    node.aliases.pop(ref, None)
+    if reason == NOCONNECTION:
+        where = target[1] if type(target) is tuple else target.node
+        reason = (NODEDOWN, where)
+    raise Exit(reason, (Atom("gen"), CALL, [dest, request, timeout]))
+
+
+def reply(from_: From | tuple[Pid, Term], value: Term) -> None:
+    """Answer a call whose `from_` a callback kept (OTP's `gen:reply/2`)."""
+    pid, tag = from_
+    node = current().node
+    if type(tag) is Ref:
+        node.send_alias(tag, (tag, value))
+    else:
+        node.send_quietly(pid, (tag, value))
+
+
+async def stop(dest: Dest, reason: Term = NORMAL, timeout: float | None = None) -> None:
+    """Stop a behaviour process with `reason` and wait until it is gone
+    (OTP's `proc_lib:stop/3`): its `terminate` runs first. Raises `Exit` with
+    `noproc`, `timeout`, or the other reason it exited with."""
+    proc = current()
+    node = proc.node
+    target = resolve(node, dest)
+    ref = node.monitor(proc, target)
+    node.send(target, (SYSTEM, From(proc.pid, ref), (Atom("terminate"), reason)))
+    try:
+        msg = await receive(lambda m: type(m) is tuple and len(m) == 5 and m[1] is ref and m[0] == DOWN, timeout)
+    except TimeoutError:
+        node.demonitor(proc, ref)
+        if type(target) is Pid:
+            node.signal_exit(proc.pid, target, Atom("kill"), False)
+        raise Exit(TIMEOUT, (Atom("proc_lib"), Atom("stop"), [dest, reason, timeout])) from None
+    got = msg[4]
+    if got == reason or (got == KILLED and reason == Atom("kill")):
+        return
+    if got == NOPROC:
+        raise Exit(NOPROC, (Atom("proc_lib"), Atom("stop"), [dest, reason, timeout]))
+    raise Exit(got, (Atom("proc_lib"), Atom("stop"), [dest, reason, timeout]))
+
+
+def is_normal_stop(reason: Term) -> bool:
+    """Reasons that end a behaviour without an error report (OTP's rule)."""
+    return (
+        reason == NORMAL
+        or reason == SHUTDOWN
+        or (type(reason) is tuple and len(reason) == 2 and reason[0] == SHUTDOWN)
+    )
+
+
+def is_coroutine(value: object) -> bool:
+    """Whether a callback returned a coroutine (it was an `async def`)."""
+    return type(value) is types.CoroutineType

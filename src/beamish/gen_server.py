@@ -1,0 +1,523 @@
+"""GenServer: a process that keeps state and serves calls and casts.
+
+A GenServer is a class whose callbacks receive the state and return it, as
+in Elixir: the server passes the state in, the callback returns a result
+holding the new one. Callbacks may be plain functions or `async def`.
+
+>>> import beamish
+>>> from beamish import GenServer, Reply, NoReply
+>>> class Counter(GenServer):
+...     def init(self, start):
+...         return start
+...     def handle_call(self, request, from_, count):
+...         match request:
+...             case "get":
+...                 return Reply(count, count)
+...     def handle_cast(self, request, count):
+...         match request:
+...             case ("add", n):
+...                 return NoReply(count + n)
+>>> async def main():
+...     pid = await Counter.start_link(10, name="counter")
+...     GenServer.cast("counter", ("add", 5))
+...     return await GenServer.call(pid, "get")
+>>> beamish.run(main)
+15
+
+## Client and server
+
+`start_link` / `start` run `init` inside the new process and return its pid
+once `init` has finished. `call` waits for a reply (`timeout=5.0` seconds,
+None for infinity); `cast` never waits and never fails; `reply` answers a
+call later from any process, for a server that returned `NoReply` and kept
+`from_`. A server is addressed by pid, registered name, `(name, node)` or a
+via-name such as `Registry.via("rooms", "lobby")`.
+
+## Results
+
+`init` returns the state (or `Ok(state, action)`, `Ignore()`, `Stop(reason)`).
+`handle_call` returns `Reply(value, state)`, `NoReply(state)` or
+`Stop(reason, state, reply=value)`; `handle_cast`, `handle_info` and
+`handle_continue` return `NoReply(state)` or `Stop(reason, state)`. The
+optional `action` of each result is `Continue(arg)` (run `handle_continue`
+before any other message), a number of seconds (an idle timeout: `"timeout"`
+reaches `handle_info` if no message arrives in time) or `Hibernate()`.
+
+## Failure
+
+A call to a server that does not exist raises `Exit` with reason `noproc`
+at once; one that outlives its `timeout` raises `Exit("timeout")` and the
+late reply is dropped, never left in the caller's mailbox; if the server dies
+during the call, the caller gets the reason it died with. A callback that
+raises ends the server: `terminate` runs, an error report is logged, and its
+supervisor decides what happens next. `terminate` also runs on a `Stop`
+result, on `GenServer.stop`, and when the parent (its supervisor) shuts it
+down while the server traps exits.
+
+OTP: mirrors `gen_server`; differs in that results are typed objects instead
+of tuples, and an idle server holds no asyncio task.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import ClassVar, Final, Literal
+
+from . import _gen
+from ._gen import GEN_CALL, GEN_CAST, SYSTEM, ChildSpec, From, StartError
+from .process import EXIT, TIMEOUT, BadArg, Dest, Process, _current
+from .terms import Atom, Pid, Ref, Term
+
+__all__ = [
+    "Continue",
+    "GenServer",
+    "Hibernate",
+    "Ignore",
+    "NoReply",
+    "Ok",
+    "Reply",
+    "Stop",
+]
+
+log = logging.getLogger("beamish")
+
+
+class _Keep:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Final = _Keep()
+"""`Stop`'s default state: keep the current one."""
+NO_REPLY: Final = _Keep()
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Action: run `handle_continue(arg, state)` before any other message."""
+
+    arg: Term
+
+
+@dataclass(frozen=True, slots=True)
+class Hibernate:
+    """Action: accepted for OTP compatibility; an idle beamish process is
+    already as small as it gets."""
+
+
+Action = Continue | Hibernate | float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Reply `value` to the caller and continue with `state`."""
+
+    value: Term
+    state: Term
+    action: Action = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoReply:
+    """Continue with `state` without replying (yet)."""
+
+    state: Term
+    action: Action = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop with `reason`; `terminate(reason, state)` runs first. From
+    `handle_call`, `reply` is sent to the caller before stopping."""
+
+    reason: Term
+    state: Term = KEEP
+    reply: Term = NO_REPLY
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """From `init`: do not start; `start_link` raises `StartError("ignore")`
+    and a supervisor records the child as not running."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """From `init`: start with `state` and an `action` (Elixir's `{:ok, state, action}`)."""
+
+    state: Term
+    action: Action = None
+
+
+IGNORE: Final = Atom("ignore")
+_CONTINUE: Final = Atom("$continue")
+
+
+class GenServer:
+    """Base class of generic servers; subclass it and override the callbacks.
+
+    Class keywords set the default child spec, like `use GenServer, restart: :transient`:
+    `class Worker(GenServer, restart="transient", shutdown=10.0): ...`
+    """
+
+    restart: ClassVar[Literal["permanent", "transient", "temporary"]] = "permanent"
+    shutdown: ClassVar[float | Literal["brutal_kill"] | None] = 5.0
+
+    def __init_subclass__(
+        cls,
+        *,
+        restart: Literal["permanent", "transient", "temporary"] | None = None,
+        shutdown: float | Literal["brutal_kill"] | None | _Keep = KEEP,
+        **kwargs: object,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if restart is not None:
+            cls.restart = restart
+        if not isinstance(shutdown, _Keep):
+            cls.shutdown = shutdown
+
+    # --- client API -------------------------------------------------------
+
+    @classmethod
+    async def start_link(
+        cls,
+        arg: Term = None,
+        *,
+        name: Dest | None = None,
+        timeout: float | None = None,
+    ) -> Pid:
+        """Start a server linked to the caller; return its pid once `init` ran.
+
+        `name` registers it (a str, a via-name or `("global", name)`);
+        raises `StartError` with `("already_started", pid)` if taken, with
+        init's reason if it stopped or crashed, or `"ignore"`.
+        """
+        pid = await cls._start(arg, link=True, name=name, timeout=timeout)
+        if pid is None:
+            raise StartError(IGNORE)
+        return pid
+
+    @classmethod
+    async def start(
+        cls,
+        arg: Term = None,
+        *,
+        name: Dest | None = None,
+        timeout: float | None = None,
+    ) -> Pid:
+        """Like `start_link`, without the link."""
+        pid = await cls._start(arg, link=False, name=name, timeout=timeout)
+        if pid is None:
+            raise StartError(IGNORE)
+        return pid
+
+    @classmethod
+    def child_spec(cls, arg: Term = None) -> ChildSpec:
+        """The spec a supervisor uses for `(cls, arg)`: id `cls`, started with
+        `start_link(arg)`, restart and shutdown from the class keywords."""
+        return ChildSpec(
+            id=cls,
+            start=(functools.partial(cls._start, link=True, name=None, timeout=None), (arg,)),
+            restart=cls.restart,
+            shutdown=cls.shutdown,
+            type="worker",
+            modules=(cls.__qualname__,),
+        )
+
+    @staticmethod
+    async def call(server: Dest, request: Term, timeout: float | None = 5.0) -> Term:
+        """Send `request` and wait up to `timeout` seconds for the reply."""
+        return await _gen.call(server, request, timeout)
+
+    @staticmethod
+    def cast(server: Dest, request: Term) -> None:
+        """Send `request` without waiting; never fails, even if nobody is there."""
+        try:
+            node = _current.get().node
+        except LookupError:
+            raise RuntimeError("GenServer.cast outside a beamish process") from None
+        try:
+            node.send(server, (GEN_CAST, request))
+        except BadArg:
+            pass
+
+    @staticmethod
+    def reply(from_: From | tuple[Pid, Term], value: Term) -> None:
+        """Reply to a call whose `from_` was kept by a `NoReply`."""
+        _gen.reply(from_, value)
+
+    @staticmethod
+    async def stop(server: Dest, reason: Term = "normal", timeout: float | None = None) -> None:
+        """Stop the server with `reason` and wait until it has terminated."""
+        await _gen.stop(server, Atom(reason) if type(reason) is str else reason, timeout)
+
+    @staticmethod
+    def whereis(server: Dest) -> Pid | tuple[Atom, Atom] | None:
+        """The pid (or `(name, node)`) behind `server`, or None."""
+        try:
+            return _gen.resolve(_current.get().node, server)
+        except Exception:
+            return None
+
+    # --- callbacks ------------------------------------------------------------
+
+    def init(self, arg: Term) -> Term:
+        """Runs in the new process before `start_link` returns (OTP `init/1`).
+
+        Return the initial state, `Ok(state, action)`, `Ignore()` or
+        `Stop(reason)`. Default: the state is `arg`.
+        """
+        return arg
+
+    def handle_call(self, request: Term, from_: From, state: Term) -> Reply | NoReply | Stop:
+        """A `call` arrived (OTP `handle_call/3`). Default: stop with
+        `("bad_call", request)`, as Elixir does."""
+        return Stop((Atom("bad_call"), request), state)
+
+    def handle_cast(self, request: Term, state: Term) -> NoReply | Stop:
+        """A `cast` arrived (OTP `handle_cast/2`). Default: stop with `("bad_cast", request)`."""
+        return Stop((Atom("bad_cast"), request), state)
+
+    def handle_info(self, msg: Term, state: Term) -> NoReply | Stop:
+        """Any other message arrived (OTP `handle_info/2`). Default: log it and
+        keep the state."""
+        log.warning("%s received unexpected message in handle_info: %r", type(self).__qualname__, msg)
+        return NoReply(state)
+
+    def handle_continue(self, arg: Term, state: Term) -> NoReply | Stop:
+        """A `Continue(arg)` action asked for this (OTP `handle_continue/2`)."""
+        raise NotImplementedError(f"{type(self).__qualname__} returned Continue but has no handle_continue")
+
+    def terminate(self, reason: Term, state: Term) -> Term:
+        """The server is stopping with `reason` (OTP `terminate/2`). Runs on a
+        `Stop` result, a crash in a callback, `GenServer.stop`, and a shutdown
+        from the parent when the server traps exits. Default: nothing."""
+        return None
+
+    # --- internals ------------------------------------------------------------
+
+    @classmethod
+    async def _start(
+        cls,
+        arg: Term,
+        *,
+        link: bool,
+        name: Dest | None,
+        timeout: float | None,
+    ) -> Pid | None:
+        # OTP: the parent is the starter for start_link, the process itself for start.
+        caller = _current.get().pid if link else None
+
+        async def init_linked(proc: Process) -> _gen.Handler | None:
+            server = cls()
+            loop = _Loop(proc, server, name)
+            loop.parent = caller if caller is not None else proc.pid
+            return await loop.init(arg)
+
+        return await _gen.start(
+            init_linked,
+            link=link,
+            name=name,
+            timeout=timeout,
+            behaviour="GenServer",
+            initial_call=f"{cls.__module__}.{cls.__qualname__}.init",
+        )
+
+
+class _Loop:
+    """One server's loop state (OTP keeps it in gen_server's loop arguments)."""
+
+    __slots__ = ("idle", "last", "mod", "name", "node", "parent", "proc", "state")
+
+    def __init__(self, proc: Process, mod: GenServer, name: Dest | None) -> None:
+        self.proc = proc
+        self.node = proc.node
+        self.mod = mod
+        self.name = name
+        self.parent: Pid = proc.pid
+        self.state: Term = None
+        self.idle: object = None  # the pending idle-timeout token
+        self.last: Term = None
+
+    async def init(self, arg: Term) -> _gen.Handler | None:
+        result = self.mod.init(arg)
+        if _gen.is_coroutine(result):
+            result = await result
+        t = type(result)
+        if t is Ignore:
+            return None
+        if t is Stop:
+            raise _gen.Exit(result.reason)
+        if t is Ok:
+            self.state = result.state
+            self._action(result.action, initial=True)
+        elif t in (Reply, NoReply):
+            raise _bad_return(self.mod, "init", result)
+        else:
+            self.state = result
+        return self.handle
+
+    def _action(self, action: Action, initial: bool = False) -> _gen.Awaitable[None] | None:
+        if action is None or type(action) is Hibernate:
+            return None
+        if type(action) is Continue:
+            if initial:
+                # Runs before anything already queued, as OTP's init continue does.
+                proc = self.proc
+                if proc.mailbox is None:
+                    from collections import deque
+
+                    proc.mailbox = deque()
+                proc.mailbox.appendleft((_CONTINUE, action.arg))
+                return None
+            return self.run(self.mod.handle_continue, (action.arg, self.state), None, "handle_continue")
+        if isinstance(action, int | float):
+            token = object()
+            self.idle = token
+            self.node.loop.call_later(action, self.proc.deliver, token)
+            return None
+        raise _bad_return(self.mod, "a callback (action)", action)
+
+    def handle(self, msg: Term) -> _gen.Awaitable[None] | None:
+        """The process's message handler: pick the callback for `msg`."""
+        if self.idle is not None:
+            if msg is self.idle:
+                self.idle = None
+                msg = TIMEOUT
+            else:
+                self.idle = None
+        self.last = msg
+        if type(msg) is tuple:
+            n = len(msg)
+            if n == 2:
+                tag = msg[0]
+                if tag == GEN_CAST:
+                    return self.run(self.mod.handle_cast, (msg[1], self.state), None, "handle_cast")
+                if tag is _CONTINUE:
+                    return self.run(self.mod.handle_continue, (msg[1], self.state), None, "handle_continue")
+            elif n == 3:
+                tag = msg[0]
+                if tag == GEN_CALL:
+                    from_ = msg[1]
+                    return self.run(self.mod.handle_call, (msg[2], from_, self.state), from_, "handle_call")
+                if tag == EXIT and msg[1] == self.parent and self.proc.trap_exit:
+                    return self.terminate(msg[2])
+                if tag == SYSTEM:
+                    return self.system(msg[1], msg[2])
+        elif type(msg) is object:
+            return None  # a stale idle-timeout token
+        return self.run(self.mod.handle_info, (msg, self.state), None, "handle_info")
+
+    def run(
+        self, fn: _gen.Callable[..., Term], args: tuple[Term, ...], from_: Term, what: str
+    ) -> _gen.Awaitable[None] | None:
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            return self.crashed(exc)
+        if _gen.is_coroutine(result):
+            return self._await(result, from_, what)
+        return self.apply(result, from_, what)
+
+    async def _await(self, pending: _gen.Awaitable[Term], from_: Term, what: str) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            nxt = self.crashed(exc)
+        else:
+            nxt = self.apply(result, from_, what)
+        if nxt is not None:
+            await nxt
+
+    def apply(self, result: Term, from_: Term, what: str) -> _gen.Awaitable[None] | None:
+        t = type(result)
+        if t is NoReply:
+            self.state = result.state
+            action = result.action
+        elif t is Reply and from_ is not None:
+            self.state = result.state
+            _reply(self.node, from_, result.value)
+            action = result.action
+        elif t is Stop:
+            if result.state is not KEEP:
+                self.state = result.state
+            if result.reply is not NO_REPLY:
+                if from_ is None:
+                    return self.crashed(_bad_return(self.mod, what, result))
+                _reply(self.node, from_, result.reply)
+            return self.terminate(result.reason)
+        else:
+            return self.crashed(_bad_return(self.mod, what, result))
+        if action is None:
+            return None
+        return self._action(action)
+
+    def system(self, from_: Term, request: Term) -> _gen.Awaitable[None] | None:
+        match request:
+            case ("terminate", reason):
+                return self.terminate(reason)
+            case "get_state":
+                _reply(self.node, from_, self.state)
+            case ("replace_state", fn):
+                self.state = fn(self.state)
+                _reply(self.node, from_, self.state)
+            case _:
+                log.warning("%r: unknown system message %r", self.proc.pid, request)
+        return None
+
+    def crashed(self, exc: BaseException) -> _gen.Awaitable[None] | None:
+        return self.terminate(exc, crashed=exc)
+
+    def terminate(self, reason: Term, crashed: BaseException | None = None) -> _gen.Awaitable[None] | None:
+        try:
+            result = self.mod.terminate(reason, self.state)
+        except Exception as exc:
+            # OTP: an exception in terminate replaces the reason.
+            self.finish(exc, exc)
+            return None
+        if _gen.is_coroutine(result):
+            return self._await_terminate(result, reason, crashed)
+        self.finish(reason, crashed)
+        return None
+
+    async def _await_terminate(self, pending: _gen.Awaitable[Term], reason: Term, crashed: BaseException | None) -> None:
+        try:
+            await pending
+        except Exception as exc:
+            self.finish(exc, exc)
+            return
+        self.finish(reason, crashed)
+
+    def finish(self, reason: Term, crashed: BaseException | None) -> None:
+        proc = self.proc
+        if not _gen.is_normal_stop(reason):
+            log.error(
+                "GenServer %r (%s) terminating\n** Last message in was %r\n** When server state == %r\n** Reason for termination == %r",
+                proc.pid,
+                proc.name or type(self.mod).__qualname__,
+                self.last,
+                self.state,
+                reason,
+                exc_info=crashed,
+                extra={"beamish_pid": proc.pid, "beamish_name": proc.name},
+            )
+        proc.exit(reason)
+
+
+def _reply(node: _gen.Node, from_: Term, value: Term) -> None:
+    pid, tag = from_
+    if type(tag) is Ref:
+        node.send_alias(tag, (tag, value))
+    else:
+        node.send_quietly(pid, (tag, value))
+
+
+def _bad_return(mod: object, callback: str, value: Term) -> TypeError:
+    return TypeError(
+        f"{type(mod).__qualname__}.{callback} returned an invalid result {value!r}; "
+        "expected Reply, NoReply or Stop (init: a state, Ok, Ignore or Stop)"
+    )

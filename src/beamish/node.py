@@ -1,0 +1,612 @@
+"""Nodes: one event loop's worth of processes, with their names and refs.
+
+A node is what an Erlang VM is: it owns a process table, the registered
+names, the reference counter and the aliases, and routes every message and
+signal. Several nodes may live in one OS process (tests do this); nothing is
+global except "the current process", kept in a context variable.
+
+`beamish.run(main, *args)` starts a node, runs `main` as its first process and
+returns what it returns, like `asyncio.run`:
+
+>>> import beamish
+>>> async def main(x):
+...     return x * 2
+>>> beamish.run(main, 21)
+42
+
+Distribution plugs in through the small `Distribution` protocol declared
+here; the core never imports `beamish.dist`.
+
+OTP: mirrors the VM's process table and `erlang:register/whereis`; differs in
+that a node has no scheduler threads: one asyncio loop runs all its processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+
+from .process import (
+    DOWN,
+    EXIT,
+    KILL,
+    KILLED,
+    NOPROC,
+    NORMAL,
+    PROCESS,
+    BadArg,
+    Exit,
+    Process,
+    ProcessInfo,
+    _current,
+    _name_of,
+)
+from .terms import Atom, Pid, Ref, Term, _make_pid, _make_ref
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+__all__ = ["Distribution", "Node", "current_node", "run"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("beamish")
+
+_LOCAL: Final = Atom("nonode@nohost")
+
+
+class Distribution(Protocol):
+    """What a node needs from the distribution layer (`beamish.dist`
+    implements it). Every method is fire-and-forget, like Erlang's signals."""
+
+    def send(self, sender: Pid | None, dest: Pid | tuple[Term, Term], msg: Term) -> None: ...
+    def send_alias(self, sender: Pid | None, alias: Ref, msg: Term) -> None: ...
+    def link(self, local: Pid, remote: Pid) -> None: ...
+    def unlink(self, local: Pid, remote: Pid) -> None: ...
+    def exit_signal(self, sender: Pid, remote: Pid, reason: Term, via_link: bool) -> None: ...
+    def monitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None: ...
+    def demonitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None: ...
+    def down(self, target: Pid, watcher: Pid, ref: Ref, reason: Term) -> None: ...
+
+
+class Node:
+    """A beamish node: its processes, names, refs, aliases and event loop.
+
+    Create one with `beamish.run` (or `await Node(...).run(main)` inside a
+    running loop). `name` is the node's name, `"nonode@nohost"` until it is
+    distributed; `lag_threshold` (seconds, None to turn it off) is when the
+    watchdog reports a process that holds the loop.
+    """
+
+    def __init__(
+        self,
+        name: str = "nonode@nohost",
+        *,
+        creation: int = 0,
+        lag_threshold: float | None = 0.1,
+        thread_pool_size: int | None = None,
+    ) -> None:
+        self.name = Atom(name)
+        self.creation = creation
+        self.lag_threshold = lag_threshold
+        self.thread_pool_size = thread_pool_size
+        self.procs: dict[int, Process] = {}
+        self.names: dict[str, Process] = {}
+        self.aliases: dict[Ref, Process] = {}
+        self.dist: Distribution | None = None
+        self.dispatching: Process | None = None
+        self._ids = itertools.count(1)
+        self._refs = itertools.count(1)
+        self._signals: deque[tuple[Pid, Pid, Term, bool]] = deque()
+        self._in_signals = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._watchdog: _Watchdog | None = None
+        self.extensions: dict[str, object] = {}
+        """Per-node state of higher layers (registries, dist), by key."""
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} processes={len(self.procs)}>"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("node is not running")
+        return loop
+
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            workers = self.thread_pool_size or min(32, (os.cpu_count() or 1) + 4)
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"beamish-{self.name}"
+            )
+        return self._executor
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def run(self, main: Callable[..., T], *args: Term) -> T:
+        """Run `main(*args)` as this node's first process and return its
+        result (or raise its exception); then stop the node."""
+        self._loop = asyncio.get_running_loop()
+        if self.lag_threshold is not None:
+            self._watchdog = _Watchdog(self, self.lag_threshold)
+            self._watchdog.start()
+        outcome: asyncio.Future[T] = self._loop.create_future()
+
+        async def first() -> Term:
+            try:
+                result = main(*args)
+                if asyncio.iscoroutine(result):
+                    result = await result
+            except asyncio.CancelledError:
+                me = _current.get()
+                if not outcome.done():
+                    outcome.set_exception(Exit(me.exit_reason))
+                raise
+            except BaseException as exc:
+                if not outcome.done():
+                    outcome.set_exception(exc)
+                raise
+            if not outcome.done():
+                outcome.set_result(result)
+            return result
+
+        self.spawn(first, (), link_to=None, name=None, initial_call=_name_of(main))
+        try:
+            return await outcome
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Kill every remaining process (newest first) and release the node."""
+        for proc in sorted(self.procs.values(), key=lambda p: p.pid.id, reverse=True):
+            proc.exit(KILLED)
+        # Let cancelled tasks unwind so none is destroyed while pending.
+        await asyncio.sleep(0)
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    # --- processes -----------------------------------------------------------
+
+    def new_pid(self) -> Pid:
+        n = next(self._ids)
+        return _make_pid(self.name, n & 0xFFFFFFFF, n >> 32, self.creation)
+
+    def make_ref(self) -> Ref:
+        n = next(self._refs)
+        return _make_ref(self.name, self.creation, (n & 0x3FFFF, (n >> 18) & 0xFFFFFFFF, n >> 50))
+
+    def new_process(self, initial_call: str) -> Process:
+        """A process record with no task and no handler yet (behaviours use it)."""
+        pid = self.new_pid()
+        proc = Process(self, pid, initial_call)
+        self.procs[pid.id] = proc
+        return proc
+
+    def spawn(
+        self,
+        fn: Callable[..., Term],
+        args: tuple[Term, ...],
+        *,
+        link_to: Process | None,
+        name: str | None,
+        initial_call: str | None = None,
+    ) -> Pid:
+        proc = self.new_process(initial_call or _name_of(fn))
+        if name is not None:
+            try:
+                self.register(name, proc.pid)
+            except BadArg:
+                del self.procs[proc.pid.id]
+                raise
+        if link_to is not None:
+            proc.add_link(link_to.pid)
+            link_to.add_link(proc.pid)
+        proc._task = self.loop.create_task(proc.run_task(fn, args))
+        return proc.pid
+
+    def local(self, pid: Pid) -> Process | None:
+        """The live local process `pid`, or None."""
+        proc = self.procs.get(pid.id)
+        if proc is not None and (proc.pid is pid or proc.pid == pid):
+            return proc
+        return None
+
+    def is_local(self, pid: Pid) -> bool:
+        return pid.node is self.name
+
+    def forget(self, proc: Process) -> None:
+        """Drop a dead process from the tables (called by Process.exit)."""
+        self.procs.pop(proc.pid.id, None)
+        if proc.name is not None:
+            self.names.pop(proc.name, None)
+            proc.name = None
+
+    def is_alive(self, pid: Pid) -> bool:
+        return self.local(pid) is not None
+
+    def process_info(self, pid: Pid) -> ProcessInfo | None:
+        proc = self.local(pid)
+        return None if proc is None else proc.info()
+
+    # --- names ----------------------------------------------------------------
+
+    def register(self, name: str, pid: Pid) -> None:
+        if not isinstance(name, str) or name == "undefined":
+            raise BadArg(f"invalid process name {name!r}")
+        proc = self.local(pid)
+        if proc is None:
+            raise BadArg(f"cannot register {name!r}: {pid!r} is not a live local process")
+        if name in self.names:
+            raise BadArg(f"name {name!r} is already registered to {self.names[name].pid!r}")
+        if proc.name is not None:
+            raise BadArg(f"{pid!r} is already registered as {proc.name!r}")
+        name = Atom(name)
+        self.names[name] = proc
+        proc.name = name
+
+    def unregister(self, name: str) -> None:
+        proc = self.names.pop(name, None)
+        if proc is None:
+            raise BadArg(f"name {name!r} is not registered")
+        proc.name = None
+
+    def whereis(self, name: str) -> Pid | None:
+        proc = self.names.get(name)
+        return None if proc is None else proc.pid
+
+    def registered(self) -> list[str]:
+        return list(self.names)
+
+    # --- messages -----------------------------------------------------------
+
+    def send(self, dest: Term, msg: Term) -> None:
+        if type(dest) is Pid:
+            proc = self.procs.get(dest.id)
+            if proc is not None and (proc.pid is dest or proc.pid == dest):
+                proc.deliver(msg)
+            elif dest.node is not self.name and self.dist is not None:
+                self.dist.send(self._sender(), dest, msg)
+            return
+        if isinstance(dest, str):
+            proc = self.names.get(dest)
+            if proc is None:
+                raise BadArg(f"no process is registered as {dest!r}")
+            proc.deliver(msg)
+            return
+        if type(dest) is tuple:
+            if len(dest) == 3 and dest[0] == "via":
+                via = dest[1]
+                via.send(dest[2], msg)
+                return
+            if len(dest) == 2:
+                name, node = dest
+                if node == self.name:
+                    self.send(name, msg)
+                    return
+                if self.dist is None:
+                    return  # like Erlang's send to an unreachable node: no error
+                self.dist.send(self._sender(), (Atom(name), Atom(node)), msg)
+                return
+        if type(dest) is Ref:
+            self.send_alias(dest, msg)
+            return
+        raise BadArg(f"invalid destination {dest!r}")
+
+    def send_quietly(self, dest: Term, msg: Term) -> None:
+        """`send` for timers: a destination that vanished is not an error."""
+        with contextlib.suppress(BadArg):
+            self.send(dest, msg)
+
+    def send_alias(self, alias: Ref, msg: Term) -> None:
+        """Send to a process alias; dropped if the alias is no longer active
+        (this is what keeps a late call reply out of the caller's mailbox)."""
+        proc = self.aliases.get(alias)
+        if proc is not None:
+            proc.deliver(msg)
+        elif alias.node is not self.name and self.dist is not None:
+            self.dist.send_alias(self._sender(), alias, msg)
+
+    def _sender(self) -> Pid | None:
+        try:
+            return _current.get().pid
+        except LookupError:
+            return None
+
+    # --- links and exit signals -------------------------------------------
+
+    def link(self, proc: Process, pid: Pid) -> None:
+        if pid == proc.pid:
+            return
+        other = self.local(pid)
+        if other is not None:
+            proc.add_link(pid)
+            other.add_link(proc.pid)
+        elif pid.node is not self.name and self.dist is not None:
+            proc.add_link(pid)
+            self.dist.link(proc.pid, pid)
+        else:
+            self.signal_exit(pid, proc.pid, NOPROC, True)
+
+    def unlink(self, proc: Process, pid: Pid) -> None:
+        proc.remove_link(pid)
+        other = self.local(pid)
+        if other is not None:
+            other.remove_link(proc.pid)
+        elif pid.node is not self.name and self.dist is not None:
+            self.dist.unlink(proc.pid, pid)
+
+    def signal_exit(self, sender: Pid, target: Pid, reason: Term, via_link: bool) -> None:
+        """Send an exit signal. Signals are queued and processed in a loop, not
+        recursively, so a chain of 10,000 linked processes cannot overflow
+        the stack."""
+        self._signals.append((sender, target, reason, via_link))
+        if self._in_signals:
+            return
+        self._in_signals = True
+        try:
+            q = self._signals
+            while q:
+                self._apply_exit(*q.popleft())
+        finally:
+            self._in_signals = False
+
+    def _apply_exit(self, sender: Pid, target: Pid, reason: Term, via_link: bool) -> None:
+        proc = self.local(target)
+        if proc is None:
+            if target.node is not self.name and self.dist is not None:
+                self.dist.exit_signal(sender, target, reason, via_link)
+            return
+        if via_link:
+            if not proc.remove_link(sender) and reason != NOPROC:
+                return  # the link was already removed: no signal (OTP's unlink rule)
+        elif reason == KILL:
+            proc.exit(KILLED)
+            return
+        if proc.trap_exit:
+            proc.deliver((EXIT, sender, reason))
+        elif reason == NORMAL:
+            if not via_link and sender == target:
+                proc.exit(NORMAL)
+        else:
+            proc.exit(reason)
+
+    # --- monitors -----------------------------------------------------------
+
+    def monitor(self, proc: Process, target: Term, *, alias: bool = False) -> Ref:
+        """Monitor `target` from `proc`; with `alias`, the ref is also an alias
+        of `proc` until demonitored (OTP's `monitor(process, P, [{alias, demonitor}])`)."""
+        ref = self.make_ref()
+        if alias:
+            self.aliases[ref] = proc
+        if type(target) is Pid:
+            other = self.local(target)
+            if other is not None:
+                other.add_watcher(ref, proc.pid)
+                proc.add_monitor(ref, target)
+            elif target.node is not self.name and self.dist is not None:
+                proc.add_monitor(ref, target)
+                self.dist.monitor(proc.pid, target, ref)
+            else:
+                proc.deliver((DOWN, ref, PROCESS, target, NOPROC))
+            return ref
+        if isinstance(target, str):
+            obj = (Atom(target), self.name)
+            named = self.names.get(target)
+            if named is not None:
+                named.add_watcher(ref, proc.pid)
+                # (name, node, pid): the DOWN names the name, the pid finds the watched.
+                proc.add_monitor(ref, (*obj, named.pid))
+            else:
+                proc.deliver((DOWN, ref, PROCESS, obj, NOPROC))
+            return ref
+        if type(target) is tuple and len(target) == 2 and not target[0] == "via":
+            name, node = target
+            if node == self.name:
+                self.aliases.pop(ref, None)
+                return self.monitor(proc, name, alias=alias)
+            if self.dist is not None:
+                obj = (Atom(name), Atom(node))
+                proc.add_monitor(ref, obj)
+                self.dist.monitor(proc.pid, obj, ref)
+            else:
+                proc.deliver((DOWN, ref, PROCESS, target, Atom("noconnection")))
+            return ref
+        raise BadArg(f"cannot monitor {target!r}")
+
+    def demonitor(self, proc: Process, ref: Ref) -> bool:
+        self.aliases.pop(ref, None)
+        target = proc.pop_monitor(ref)
+        if target is None:
+            return False
+        self.drop_monitor(ref, target, proc.pid)
+        return True
+
+    def drop_monitor(self, ref: Ref, target: Pid | tuple[Term, ...], watcher: Pid) -> None:
+        """Remove the watched side of `watcher`'s monitor `ref` on `target`."""
+        self.aliases.pop(ref, None)
+        if type(target) is Pid:
+            other = self.local(target)
+            if other is not None:
+                other.remove_watcher(ref)
+            elif target.node is not self.name and self.dist is not None:
+                self.dist.demonitor(watcher, target, ref)
+        elif len(target) == 3:
+            other = self.local(target[2])
+            if other is not None:
+                other.remove_watcher(ref)
+        elif self.dist is not None and len(target) == 2:
+            self.dist.demonitor(watcher, (target[0], target[1]), ref)
+
+    def signal_down(self, watcher: Pid, ref: Ref, target: Pid, reason: Term) -> None:
+        proc = self.local(watcher)
+        if proc is not None:
+            obj: Term = target
+            mon = proc.pop_monitor(ref)
+            if mon is None:
+                return
+            if type(mon) is tuple:
+                obj = mon[:2]
+            proc.deliver((DOWN, ref, PROCESS, obj, reason))
+        elif watcher.node is not self.name and self.dist is not None:
+            self.dist.down(target, watcher, ref, reason)
+
+
+# --- the synchronous entry point ----------------------------------------------
+
+
+def current_node() -> Node:
+    """The node of the calling process."""
+    try:
+        return _current.get().node
+    except LookupError:
+        raise RuntimeError("not inside a beamish process: start one with beamish.run(main)") from None
+
+
+def run(
+    main: Callable[..., T],
+    *args: Term,
+    name: str = "nonode@nohost",
+    use_uvloop: bool | None = None,
+    lag_threshold: float | None = 0.1,
+    thread_pool_size: int | None = None,
+) -> T:
+    """Start a node, run `main(*args)` as its first process, return its result.
+
+    Like `asyncio.run`: it creates the event loop (uvloop's when installed,
+    unless `use_uvloop=False` or `BEAMISH_UVLOOP=0`) and closes it at the end;
+    every process still alive when `main` returns is killed.
+    """
+    factory = _loop_factory(use_uvloop)
+    node = Node(name, lag_threshold=lag_threshold, thread_pool_size=thread_pool_size)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(node.run(main, *args))
+
+
+def _loop_factory(use_uvloop: bool | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if use_uvloop is None:
+        use_uvloop = os.environ.get("BEAMISH_UVLOOP", "1") not in ("0", "false", "no")
+    if not use_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+# --- the loop-lag watchdog -----------------------------------------------------
+
+
+class _Watchdog:
+    """Reports a process that holds the event loop longer than `threshold`.
+
+    The loop beats every threshold/2; a thread watches the beat. When it is
+    late, the thread reads the loop thread's current Python frame (sys.
+    _current_frames) to name the process and the function that is blocking,
+    while it still blocks. The cost inside the loop is one timer per beat.
+    """
+
+    def __init__(self, node: Node, threshold: float) -> None:
+        self.node = node
+        self.threshold = threshold
+        self.beat = time.monotonic()
+        self.reported = 0.0
+        self.loop_thread = threading.get_ident()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"beamish-watchdog-{node.name}", daemon=True)
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.beat = time.monotonic()
+        self._handle = self.node.loop.call_later(self.threshold / 2, self._tick)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        held = now - self.beat - self.threshold / 2
+        if self.reported:
+            log.warning(
+                "event loop of node %s was blocked for %.3f s (%s)",
+                self.node.name,
+                held,
+                self.reported_where,
+            )
+            self.reported = 0.0
+        self.beat = now
+        self._handle = self.node.loop.call_later(self.threshold / 2, self._tick)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.threshold / 4):
+            lag = time.monotonic() - self.beat - self.threshold / 2
+            if lag > self.threshold and not self.reported:
+                frame = sys._current_frames().get(self.loop_thread)
+                where = describe_blocker(frame)
+                self.reported = lag
+                self.reported_where = where
+                log.warning(
+                    "event loop of node %s blocked for %.3f s so far by %s; "
+                    "use beamish.to_thread for blocking calls",
+                    self.node.name,
+                    lag,
+                    where,
+                )
+
+    reported_where: str = ""
+
+
+_RUNTIME_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+
+
+def describe_blocker(frame: FrameType | None) -> str:
+    """Name the process and the callback running in `frame`'s stack."""
+    if frame is None:
+        return "unknown code"
+    innermost = frame
+    chain = []
+    f: FrameType | None = frame
+    while f is not None:
+        chain.append(f)
+        f = f.f_back
+    chain.reverse()  # outermost first
+    proc: object = None
+    callback = None
+    for f in chain:
+        local_self = f.f_locals.get("self") if f.f_code.co_name in ("_drain", "run_task", "_await_callback") else None
+        if isinstance(local_self, Process):
+            proc = local_self
+            callback = None
+            continue
+        if proc is not None and callback is None and not f.f_code.co_filename.startswith(_RUNTIME_FILES):
+            callback = f
+    parts = []
+    if isinstance(proc, Process):
+        parts.append(f"process {proc.pid!r} ({proc.name or proc.initial_call})")
+    if callback is not None:
+        parts.append(f"in {callback.f_code.co_qualname} ({callback.f_code.co_filename}:{callback.f_lineno})")
+    parts.append(
+        f"at {innermost.f_code.co_qualname} ({innermost.f_code.co_filename}:{innermost.f_lineno})"
+    )
+    return " ".join(parts)

@@ -1,0 +1,714 @@
+"""Processes: isolated, lightweight units of work that talk only by messages.
+
+A beamish process is Erlang's process on asyncio: it has a pid, a mailbox, and
+nothing it shares. Processes send each other messages (`send`), take them
+out of their mailbox in any order they like (`receive` with a `match`), and
+are tied together by *links* (when one dies abnormally, the other dies too,
+unless it traps exits) and *monitors* (the watcher gets one `DOWN` message).
+
+>>> import beamish
+>>> async def echo():
+...     match await beamish.receive():
+...         case (sender, text):
+...             beamish.send(sender, ("echo", text))
+>>> async def main():
+...     pid = beamish.spawn(echo)
+...     beamish.send(pid, (beamish.self(), "hello"))
+...     return await beamish.receive(lambda m: m[0] == "echo")
+>>> beamish.run(main)
+('echo', 'hello')
+
+## Exit signals
+
+A process ends with a *reason*: `"normal"` when its function returns, the
+reason of an `Exit` it raises, or the exception itself when one escapes (that
+is a crash, logged like an OTP crash report). Its links then receive an exit
+signal, following OTP's table:
+
+| reason | linked process traps exits | it does not |
+|---|---|---|
+| `normal` | gets `("EXIT", pid, "normal")` | ignores it |
+| anything else | gets `("EXIT", pid, reason)` | exits with the same reason |
+
+`exit(pid, "kill")` is the one signal nobody can trap: the target exits
+with reason `killed`. Monitors deliver exactly one
+`("DOWN", ref, "process", pid, reason)`, with reason `noproc` when the target
+was already gone. Sending to a dead pid does nothing, as in Erlang.
+
+## Blocking
+
+asyncio does not preempt: a callback that blocks stalls every process of its
+node. Wrap blocking calls in `await beamish.to_thread(fn, *args)`; the node's
+watchdog logs a warning naming the process and the function when the loop is
+held longer than its threshold (0.1 s by default).
+
+OTP: mirrors erlang:spawn/link/monitor/exit/send and `receive`; differs in that
+signals are processed at once when sent (not asynchronously), which makes
+`is_alive(pid)` right after `exit(pid, "kill")` deterministic, and in that a
+crash reason is the Python exception itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
+
+from .terms import Atom, Pid, Ref, Term
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = [
+    "BadArg",
+    "Dest",
+    "Exit",
+    "Process",
+    "ProcessInfo",
+    "Timer",
+    "cancel_timer",
+    "demonitor",
+    "exit",
+    "is_alive",
+    "link",
+    "make_ref",
+    "monitor",
+    "process_flag",
+    "process_info",
+    "receive",
+    "register",
+    "registered",
+    "self",
+    "send",
+    "send_after",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "to_thread",
+    "unlink",
+    "unregister",
+    "whereis",
+]
+
+T = TypeVar("T")
+
+log = logging.getLogger("beamish")
+
+NORMAL: Final = Atom("normal")
+KILL: Final = Atom("kill")
+KILLED: Final = Atom("killed")
+NOPROC: Final = Atom("noproc")
+SHUTDOWN: Final = Atom("shutdown")
+EXIT: Final = Atom("EXIT")
+DOWN: Final = Atom("DOWN")
+PROCESS: Final = Atom("process")
+TIMEOUT: Final = Atom("timeout")
+
+Dest: TypeAlias = "Pid | str | tuple[Term, ...]"
+"""Where a message can go: a pid, a registered name, `(name, node)`, or a
+via-name `("via", module, key)` / `("global", name)`."""
+
+# A behaviour process is driven by a handler instead of a task of its own: the
+# node calls handler(msg) for each message; returning an awaitable means the
+# callback is async and the process is busy until it completes.
+Handler: TypeAlias = Callable[[Term], "Awaitable[None] | None"]
+
+_current: contextvars.ContextVar[Process] = contextvars.ContextVar("beamish_process")
+
+# Messages handled per drain before yielding the loop to other processes: the
+# BEAM preempts after ~4000 reductions; this is our coarse equivalent.
+_DRAIN_BATCH: Final = 512
+
+
+class Exit(Exception):  # noqa: N818 - the OTP name: an exit, not an error
+    """A process exit: raised to end the current process with `reason`, and
+    raised by calls that fail (`noproc`, `timeout`, a server's crash reason).
+
+    If nobody catches it, the process exits with `exit_reason`: the reason
+    itself, or for a failed call, OTP's `(reason, (module, function, args))`
+    shape, so a failed call is never mistaken for a normal exit.
+    """
+
+    def __init__(self, reason: Term, context: Term = None) -> None:
+        super().__init__(reason)
+        self.reason: Term = reason
+        self.context: Term = context
+
+    @property
+    def exit_reason(self) -> Term:
+        """The reason the process exits with if this propagates."""
+        if self.context is None:
+            return self.reason
+        return (self.reason, self.context)
+
+    def __str__(self) -> str:
+        if self.context is None:
+            return f"exit: {self.reason!r}"
+        return f"exit: {self.reason!r} in {self.context!r}"
+
+
+class BadArg(ValueError):
+    """Erlang's `badarg`: an argument the runtime cannot accept (an unregistered
+    name to send to, a name already taken, a process that is not alive)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A snapshot of a process, as `erlang:process_info/1` gives it."""
+
+    pid: Pid
+    status: str
+    """`running`, `runnable` (has messages queued for its handler) or `waiting`."""
+    message_queue_len: int
+    links: tuple[Pid, ...]
+    monitors: tuple[Pid | tuple[Term, ...], ...]
+    monitored_by: tuple[Pid, ...]
+    registered_name: str | None
+    initial_call: str
+    behaviour: str | None
+    messages_handled: int
+    trap_exit: bool
+
+
+class Process:
+    """The runtime's record of one process. Users hold `Pid`s, never these.
+
+    Two ways to run: a *task process* runs a function in an asyncio task of its
+    own (`spawn`); a *behaviour process* has no task while idle and is driven
+    by a handler called for each message (GenServer and friends). An idle
+    behaviour process is therefore a few hundred bytes, not a coroutine frame.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_handler",
+        "_links",
+        "_match",
+        "_monitors",
+        "_scheduled",
+        "_task",
+        "_waiter",
+        "_watchers",
+        "alive",
+        "behaviour",
+        "exit_reason",
+        "handled",
+        "initial_call",
+        "mailbox",
+        "name",
+        "node",
+        "pid",
+        "trap_exit",
+    )
+
+    def __init__(self, node: Node, pid: Pid, initial_call: str) -> None:
+        self.node = node
+        self.pid = pid
+        self.initial_call = initial_call
+        self.mailbox: deque[Term] | None = None
+        self._waiter: asyncio.Future[Term] | None = None
+        self._match: Callable[[Term], bool] | None = None
+        self._links: set[Pid] | None = None
+        self._monitors: dict[Ref, Pid | tuple[Term, ...]] | None = None  # refs I hold
+        self._watchers: dict[Ref, Pid] | None = None  # refs held on me
+        self._task: asyncio.Task[Term] | None = None
+        self._handler: Handler | None = None
+        self._busy = False
+        self._scheduled = False
+        self.trap_exit = False
+        self.alive = True
+        self.exit_reason: Term = None
+        self.name: str | None = None
+        self.handled = 0
+        self.behaviour: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid!r} {self.name or self.initial_call}>"
+
+    # --- delivery -----------------------------------------------------------
+
+    def deliver(self, msg: Term) -> None:
+        """Put `msg` in the mailbox (or straight into a waiting receive)."""
+        if not self.alive:
+            return
+        w = self._waiter
+        if w is not None and not w.done():
+            m = self._match
+            if m is None or m(msg):
+                # Every queued message was already refused by this receive's
+                # match, so handing this one over keeps mailbox order.
+                self._waiter = None
+                w.set_result(msg)
+                return
+        mb = self.mailbox
+        if mb is None:
+            mb = self.mailbox = deque()
+        mb.append(msg)
+        if self._handler is not None and not self._busy and not self._scheduled:
+            self._scheduled = True
+            self.node.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        if not self.alive or self._busy:
+            return
+        mb = self.mailbox
+        handler = self._handler
+        if not mb or handler is None:
+            return
+        token = _current.set(self)
+        node = self.node
+        node.dispatching = self
+        n = 0
+        try:
+            while mb and self.alive:
+                msg = mb.popleft()
+                self.handled += 1
+                pending = handler(msg)
+                if pending is not None:
+                    self._run_async(pending)
+                    return
+                n += 1
+                if n == _DRAIN_BATCH:
+                    break
+        except BaseException as exc:  # a handler bug, not a callback crash
+            self.crash(exc)
+            return
+        finally:
+            node.dispatching = None
+            _current.reset(token)
+        if self.alive and not self._busy:
+            if mb:
+                self._scheduled = True
+                node.loop.call_soon(self._drain)
+            elif self.mailbox is mb:
+                self.mailbox = None  # an idle process keeps no deque (760 bytes)
+
+    def _run_async(self, pending: Awaitable[None]) -> None:
+        """Run an async callback; the process is busy (no drain) until it ends."""
+        self._busy = True
+        self._task = self.node.loop.create_task(self._await_callback(pending))
+
+    async def _await_callback(self, pending: Awaitable[None]) -> Term:
+        try:
+            await pending
+        except asyncio.CancelledError:
+            if self.alive:
+                self.exit(KILLED)
+            return None
+        except BaseException as exc:
+            self.crash(exc)
+            return None
+        self._busy = False
+        self._task = None
+        mb = self.mailbox
+        if self.alive and mb and not self._scheduled:
+            self._scheduled = True
+            self.node.loop.call_soon(self._drain)
+        return None
+
+    def become(self, handler: Handler, behaviour: str) -> None:
+        """Switch this process to being driven by `handler` (after its init)."""
+        self._handler = handler
+        self.behaviour = behaviour
+        if self.mailbox and not self._busy and not self._scheduled:
+            self._scheduled = True
+            self.node.loop.call_soon(self._drain)
+
+    # --- task processes -----------------------------------------------------
+
+    async def run_task(self, fn: Callable[..., Term], args: tuple[Term, ...]) -> Term:
+        """The body of a task process: run `fn`, then exit with its outcome."""
+        _current.set(self)
+        try:
+            result = fn(*args)
+            if asyncio.iscoroutine(result):
+                result = await result
+        except Exit as e:
+            # Not re-raised: the exit is the process's outcome, and a task
+            # holding an exception nobody retrieves would be logged by asyncio.
+            self.exit(e.exit_reason)
+            return None
+        except asyncio.CancelledError:
+            if self.alive:  # cancelled from outside the runtime (loop shutdown)
+                self.exit(KILLED)
+            raise
+        except Exception as exc:
+            self.crash(exc)
+            return None
+        if self._handler is None:
+            self.exit(NORMAL)
+        return result
+
+    # --- ending -------------------------------------------------------------
+
+    def crash(self, exc: BaseException) -> None:
+        """End the process because `exc` escaped: log a crash report, exit."""
+        if not self.alive:
+            return
+        if isinstance(exc, Exit):
+            self.exit(exc.exit_reason)
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            self.exit(KILLED)
+            return
+        log.error(
+            "process %r (%s) crashed: %s: %s",
+            self.pid,
+            self.name or self.initial_call,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+            extra={"beamish_pid": self.pid, "beamish_name": self.name},
+        )
+        self.exit(exc)
+
+    def exit(self, reason: Term) -> None:
+        """Mark the process dead and send its exit signals and DOWNs."""
+        if not self.alive:
+            return
+        self.alive = False
+        self.exit_reason = reason
+        node = self.node
+        node.forget(self)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.cancel()
+        self._waiter = None
+        links, self._links = self._links, None
+        watchers, self._watchers = self._watchers, None
+        monitors, self._monitors = self._monitors, None
+        if monitors:
+            for ref, target in monitors.items():
+                node.drop_monitor(ref, target, self.pid)
+        if watchers:
+            for ref, watcher in watchers.items():
+                node.signal_down(watcher, ref, self.pid, reason)
+        if links:
+            for other in links:
+                node.signal_exit(self.pid, other, reason, True)
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                running = asyncio.current_task()
+            except RuntimeError:
+                running = None
+            if task is not running:
+                task.cancel()
+        self._task = None
+        self.mailbox = None
+        self._handler = None
+
+    # --- link and monitor bookkeeping (called by the node) -------------------
+
+    def add_link(self, other: Pid) -> None:
+        if self._links is None:
+            self._links = set()
+        self._links.add(other)
+
+    def remove_link(self, other: Pid) -> bool:
+        links = self._links
+        if links is None or other not in links:
+            return False
+        links.discard(other)
+        return True
+
+    def add_watcher(self, ref: Ref, watcher: Pid) -> None:
+        if self._watchers is None:
+            self._watchers = {}
+        self._watchers[ref] = watcher
+
+    def remove_watcher(self, ref: Ref) -> None:
+        if self._watchers is not None:
+            self._watchers.pop(ref, None)
+
+    def add_monitor(self, ref: Ref, target: Pid | tuple[Term, ...]) -> None:
+        if self._monitors is None:
+            self._monitors = {}
+        self._monitors[ref] = target
+
+    def pop_monitor(self, ref: Ref) -> Pid | tuple[Term, ...] | None:
+        if self._monitors is None:
+            return None
+        return self._monitors.pop(ref, None)
+
+    def info(self) -> ProcessInfo:
+        running = self.node.dispatching is self or (
+            self._task is not None and self._task is _current_task()
+        )
+        if running:
+            status = "running"
+        elif self._scheduled:
+            status = "runnable"
+        else:
+            status = "waiting"
+        return ProcessInfo(
+            pid=self.pid,
+            status=status,
+            message_queue_len=len(self.mailbox) if self.mailbox else 0,
+            links=tuple(sorted(self._links or ())),
+            monitors=tuple((self._monitors or {}).values()),
+            monitored_by=tuple((self._watchers or {}).values()),
+            registered_name=self.name,
+            initial_call=self.initial_call,
+            behaviour=self.behaviour,
+            messages_handled=self.handled,
+            trap_exit=self.trap_exit,
+        )
+
+
+def _current_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+# --- the module-level API (valid inside a process) ---------------------------
+
+
+def current() -> Process:
+    """The running process's record; raises RuntimeError outside a process."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError(
+            "not inside a beamish process: start one with beamish.run(main)"
+        ) from None
+
+
+def self() -> Pid:
+    """The pid of the calling process (Erlang's `self()`)."""
+    return current().pid
+
+
+def _name_of(fn: Callable[..., object]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def spawn(
+    fn: Callable[..., Term],
+    *args: Term,
+    link: bool = False,
+    name: str | None = None,
+) -> Pid:
+    """Start a process running `fn(*args)` (a plain or `async def` function).
+
+    With `link=True` it is linked to the caller before it runs; with `name`
+    it is registered under that name (raises `BadArg` if taken).
+    """
+    proc = current()
+    return proc.node.spawn(fn, args, link_to=proc if link else None, name=name)
+
+
+def spawn_link(fn: Callable[..., Term], *args: Term, name: str | None = None) -> Pid:
+    """`spawn` and link to the caller, atomically (Erlang's `spawn_link`)."""
+    return spawn(fn, *args, link=True, name=name)
+
+
+def spawn_monitor(fn: Callable[..., Term], *args: Term) -> tuple[Pid, Ref]:
+    """`spawn` and monitor from the caller, atomically: returns `(pid, ref)`."""
+    proc = current()
+    pid = proc.node.spawn(fn, args, link_to=None, name=None)
+    return pid, proc.node.monitor(proc, pid)
+
+
+def send(dest: Dest, msg: Term) -> Term:
+    """Send `msg` to `dest` and return `msg` (Erlang's `!`).
+
+    `dest` is a pid (a dead one is a no-op), a registered name (raises
+    `BadArg` if nobody has it, as Erlang does), `(name, node)`, or a
+    via-name `("via", module, key)`.
+    """
+    current().node.send(dest, msg)
+    return msg
+
+
+async def receive(
+    match: Callable[[Term], bool] | None = None,
+    timeout: float | None = None,
+) -> Term:
+    """Take a message from the mailbox: the first for which `match(msg)` is
+    true (or the first at all), leaving the others in order. Waits up to
+    `timeout` seconds (forever when None) and then raises `TimeoutError`.
+
+    Only the messages skipped by `match` cost anything: a receive that takes
+    the first message is O(1) however long the queue is.
+    """
+    proc = current()
+    mb = proc.mailbox
+    if mb:
+        if match is None:
+            return mb.popleft()
+        for i, msg in enumerate(mb):
+            if match(msg):
+                del mb[i]
+                return msg
+    if timeout is not None and timeout <= 0:
+        raise TimeoutError("receive timed out")
+    loop = proc.node.loop
+    fut: asyncio.Future[Term] = loop.create_future()
+    proc._waiter = fut
+    proc._match = match
+    handle = None if timeout is None else loop.call_later(timeout, _expire, fut)
+    try:
+        return await fut
+    finally:
+        if proc._waiter is fut:
+            proc._waiter = None
+        proc._match = None
+        if handle is not None:
+            handle.cancel()
+
+
+def _expire(fut: asyncio.Future[Term]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("receive timed out"))
+
+
+def link(pid: Pid) -> None:
+    """Link the caller and `pid`. Linking to a dead process sends the caller
+    an exit signal with reason `noproc` (trapped: an EXIT message)."""
+    proc = current()
+    proc.node.link(proc, pid)
+
+
+def unlink(pid: Pid) -> None:
+    """Remove the link between the caller and `pid`, if any."""
+    proc = current()
+    proc.node.unlink(proc, pid)
+
+
+def monitor(target: Dest) -> Ref:
+    """Monitor `target` (a pid or a name): exactly one
+    `("DOWN", ref, "process", target, reason)` arrives when it ends, with
+    reason `noproc` if it was not alive."""
+    proc = current()
+    return proc.node.monitor(proc, target)
+
+
+def demonitor(ref: Ref, flush: bool = False) -> bool:
+    """Turn off the monitor `ref`; with `flush`, also remove its DOWN message
+    if it already arrived. Returns whether the monitor was still active."""
+    proc = current()
+    active = proc.node.demonitor(proc, ref)
+    if flush and proc.mailbox:
+        mb = proc.mailbox
+        for i, msg in enumerate(mb):
+            if type(msg) is tuple and len(msg) == 5 and msg[1] == ref and msg[0] == DOWN:
+                del mb[i]
+                break
+    return active
+
+
+def exit(pid: Pid, reason: Term) -> None:  # noqa: A001 - Erlang's name
+    """Send an exit signal with `reason` to `pid` (Erlang's `exit/2`).
+
+    `"kill"` cannot be trapped and ends the target with reason `killed`;
+    `"normal"` is ignored unless the target traps exits (or is the caller).
+    """
+    proc = current()
+    proc.node.signal_exit(proc.pid, pid, reason, False)
+    if not proc.alive:
+        raise Exit(proc.exit_reason)
+
+
+def process_flag(flag: str, value: bool) -> bool:
+    """Set a process flag of the caller and return the old value.
+    Only `"trap_exit"` is supported."""
+    proc = current()
+    if flag != "trap_exit":
+        raise BadArg(f"unknown process flag {flag!r}")
+    old = proc.trap_exit
+    proc.trap_exit = bool(value)
+    return old
+
+
+def register(name: str, pid: Pid) -> None:
+    """Register `pid` under `name` on this node (raises `BadArg` if the name is
+    taken, the pid already has a name, or the process is not alive)."""
+    current().node.register(name, pid)
+
+
+def unregister(name: str) -> None:
+    """Remove the registered `name` (raises `BadArg` if not registered)."""
+    current().node.unregister(name)
+
+
+def whereis(name: str) -> Pid | None:
+    """The pid registered under `name`, or None."""
+    return current().node.whereis(name)
+
+
+def registered() -> list[str]:
+    """All registered names on this node."""
+    return current().node.registered()
+
+
+def make_ref() -> Ref:
+    """A reference unique among all connected nodes (Erlang's `make_ref()`)."""
+    return current().node.make_ref()
+
+
+def is_alive(pid: Pid) -> bool:
+    """Whether the local process `pid` is alive."""
+    return current().node.is_alive(pid)
+
+
+def process_info(pid: Pid) -> ProcessInfo | None:
+    """A snapshot of the local process `pid`, or None if it is not alive."""
+    return current().node.process_info(pid)
+
+
+class Timer:
+    """A pending `send_after`; cancel it with `cancel_timer`."""
+
+    __slots__ = ("_handle", "deadline")
+
+    def __init__(self, handle: asyncio.TimerHandle, deadline: float) -> None:
+        self._handle = handle
+        self.deadline = deadline
+
+
+def send_after(dest: Dest, msg: Term, seconds: float) -> Timer:
+    """Send `msg` to `dest` after `seconds` (Erlang's `erlang:send_after/3`).
+    A name is resolved when the timer fires; a dead destination is a no-op."""
+    node = current().node
+    loop = node.loop
+    handle = loop.call_later(max(0.0, seconds), node.send_quietly, dest, msg)
+    return Timer(handle, loop.time() + seconds)
+
+
+def cancel_timer(timer: Timer) -> float | None:
+    """Cancel `timer`; return the seconds it had left, or None if it already
+    fired or was cancelled (Erlang returns `false`)."""
+    handle = timer._handle
+    if handle.cancelled():
+        return None
+    left = timer.deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        return None
+    handle.cancel()
+    return left
+
+
+async def to_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run blocking `fn(*args)` in the node's bounded thread pool while the
+    calling process waits and every other process keeps running (what a dirty
+    scheduler gives an Erlang NIF)."""
+    node = current().node
+    return await node.loop.run_in_executor(node.executor, fn, *args)
+
+
+def monotonic() -> float:
+    """Seconds on the node's clock (the event loop's monotonic time)."""
+    try:
+        return current().node.loop.time()
+    except RuntimeError:
+        return time.monotonic()
+

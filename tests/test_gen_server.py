@@ -1,0 +1,268 @@
+"""GenServer: calls, casts, infos, continue, timeouts, stop, crashes, names."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+import beamish
+from beamish import (
+    Continue,
+    Exit,
+    From,
+    GenServer,
+    Ignore,
+    NoReply,
+    Ok,
+    Reply,
+    StartError,
+    Stop,
+)
+from beamish.terms import Term
+from beamish.testing import ANY, assert_receive, refute_receive, wait_for_exit
+
+
+class Stack(GenServer):
+    def init(self, items: list[Term]) -> list[Term]:
+        return items
+
+    def handle_call(self, request: Term, from_: From, stack: list[Term]) -> Reply | NoReply | Stop:
+        match request:
+            case "pop":
+                return Reply(stack[0], stack[1:])
+            case "peek_later":
+                beamish.send_after(beamish.self(), ("answer", from_), 0.01)
+                return NoReply(stack)
+            case ("stop", reason):
+                return Stop(reason, stack, reply="stopping")
+            case "crash":
+                raise ValueError("crash in call")
+            case "sleep":
+                return NoReply(stack)
+        return Reply(("unknown", request), stack)
+
+    def handle_cast(self, request: Term, stack: list[Term]) -> NoReply | Stop:
+        match request:
+            case ("push", item):
+                return NoReply([item, *stack])
+        return NoReply(stack)
+
+    def handle_info(self, msg: Term, stack: list[Term]) -> NoReply | Stop:
+        match msg:
+            case ("answer", from_):
+                GenServer.reply(from_, stack[0] if stack else None)
+        return NoReply(stack)
+
+
+async def test_call_cast_and_state_threading() -> None:
+    pid = await Stack.start_link(["a"])
+    GenServer.cast(pid, ("push", "b"))
+    assert await GenServer.call(pid, "pop") == "b"
+    assert await GenServer.call(pid, "pop") == "a"
+
+
+async def test_deferred_reply_with_from() -> None:
+    pid = await Stack.start_link(["x"])
+    assert await GenServer.call(pid, "peek_later") == "x"
+
+
+async def test_call_unknown_name_raises_noproc_promptly() -> None:
+    with pytest.raises(Exit) as info:
+        await GenServer.call("no_such_server", "hi")
+    assert info.value.reason == "noproc"
+
+
+async def test_call_dead_pid_raises_noproc() -> None:
+    pid = await Stack.start(["x"])
+    await GenServer.stop(pid)
+    with pytest.raises(Exit) as info:
+        await GenServer.call(pid, "pop")
+    assert info.value.reason == "noproc"
+
+
+async def test_call_timeout_and_late_reply_never_leaks() -> None:
+    pid = await Stack.start_link(["x"])
+    with pytest.raises(Exit) as info:
+        await GenServer.call(pid, "peek_later", timeout=0.001)
+    assert info.value.reason == "timeout"
+    await asyncio.sleep(0.05)  # the late reply is sent now, to a dead alias
+    await refute_receive(ANY, timeout=0.01)
+
+
+async def test_server_crash_during_call_gives_reason_to_caller(caplog: pytest.LogCaptureFixture) -> None:
+    beamish.process_flag("trap_exit", True)
+    pid = await Stack.start_link([])
+    with caplog.at_level(logging.ERROR, logger="beamish"), pytest.raises(Exit) as info:
+        await GenServer.call(pid, "crash")
+    assert isinstance(info.value.reason, ValueError)
+    await assert_receive(("EXIT", pid, ValueError))
+    assert any("terminating" in r.getMessage() for r in caplog.records)
+
+
+async def test_uncaught_failed_call_is_abnormal_exit() -> None:
+    async def caller() -> None:
+        await GenServer.call("nobody", "x")
+
+    pid = beamish.spawn(caller)
+    reason = await wait_for_exit(pid)
+    assert reason[0] == "noproc"
+
+
+async def test_stop_with_reply_runs_terminate() -> None:
+    me = beamish.self()
+
+    class T(GenServer):
+        def handle_call(self, request: Term, from_: From, state: Term) -> Reply | NoReply | Stop:
+            return Stop("normal", state, reply="bye")
+
+        def terminate(self, reason: Term, state: Term) -> None:
+            beamish.send(me, ("terminated", reason))
+
+    pid = await T.start_link(None)
+    ref = beamish.monitor(pid)
+    assert await GenServer.call(pid, "x") == "bye"
+    await assert_receive(("terminated", "normal"))
+    await assert_receive(("DOWN", ref, "process", pid, "normal"))
+
+
+async def test_genserver_stop_calls_terminate_and_waits() -> None:
+    me = beamish.self()
+
+    class T(GenServer):
+        async def terminate(self, reason: Term, state: Term) -> None:
+            await asyncio.sleep(0.01)
+            beamish.send(me, ("terminated", reason))
+
+    pid = await T.start(None)  # not linked: "shutdown" would take the test down too
+    await GenServer.stop(pid, "shutdown")
+    await assert_receive(("terminated", "shutdown"), timeout=0)
+    assert not beamish.is_alive(pid)
+    with pytest.raises(Exit):
+        await GenServer.stop(pid)
+
+
+async def test_async_callbacks_and_call_from_within_a_server() -> None:
+    inner = await Stack.start_link(["deep"])
+
+    class Outer(GenServer):
+        async def handle_call(self, request: Term, from_: From, state: Term) -> Reply:
+            value = await GenServer.call(inner, "pop")
+            return Reply(("via", value), state)
+
+    outer = await Outer.start_link(None)
+    assert await GenServer.call(outer, "go") == ("via", "deep")
+
+
+async def test_init_variants() -> None:
+    class Ignoring(GenServer):
+        def init(self, arg: Term) -> Ignore:
+            return Ignore()
+
+    class Stopping(GenServer):
+        def init(self, arg: Term) -> Stop:
+            return Stop("no_way")
+
+    class Crashing(GenServer):
+        def init(self, arg: Term) -> Term:
+            raise KeyError("bad init")
+
+    with pytest.raises(StartError) as info:
+        await Ignoring.start_link()
+    assert info.value.reason == "ignore"
+    beamish.process_flag("trap_exit", True)
+    with pytest.raises(StartError) as info:
+        await Stopping.start_link()
+    assert info.value.reason == "no_way"
+    await assert_receive(("EXIT", ANY, "no_way"))
+    with pytest.raises(StartError) as info:
+        await Crashing.start_link()
+    assert isinstance(info.value.reason, KeyError)
+
+
+async def test_already_started_and_names() -> None:
+    pid = await Stack.start_link([], name="stack")
+    with pytest.raises(StartError) as info:
+        await Stack.start_link([], name="stack")
+    assert info.value.reason == ("already_started", pid)
+    GenServer.cast("stack", ("push", 1))
+    assert await GenServer.call("stack", "pop") == 1
+    assert await GenServer.call(("stack", beamish.self().node), "peek_later") is None
+
+
+async def test_continue_runs_before_other_messages() -> None:
+    me = beamish.self()
+
+    class C(GenServer):
+        def init(self, arg: Term) -> Ok:
+            return Ok([], Continue("boot"))
+
+        def handle_continue(self, arg: Term, state: list[Term]) -> NoReply:
+            return NoReply([*state, arg], Continue("second") if arg == "boot" else None)
+
+        def handle_call(self, request: Term, from_: From, state: Term) -> Reply:
+            return Reply(state, state)
+
+    pid = await C.start_link()
+    assert await GenServer.call(pid, "get") == ["boot", "second"]
+    del me
+
+
+async def test_idle_timeout_reaches_handle_info() -> None:
+    me = beamish.self()
+
+    class Idle(GenServer):
+        def init(self, arg: Term) -> Ok:
+            return Ok(0, 0.02)
+
+        def handle_info(self, msg: Term, state: int) -> NoReply:
+            beamish.send(me, ("info", msg))
+            return NoReply(state)
+
+        def handle_cast(self, request: Term, state: int) -> NoReply:
+            return NoReply(state, 0.02)
+
+    pid = await Idle.start_link()
+    await assert_receive(("info", "timeout"), timeout=1)
+    GenServer.cast(pid, "poke")
+    await assert_receive(("info", "timeout"), timeout=1)
+    await refute_receive(("info", "timeout"), timeout=0.05)
+
+
+async def test_bad_return_crashes_with_clear_error() -> None:
+    class Bad(GenServer):
+        def handle_cast(self, request: Term, state: Term) -> Any:
+            return "oops"
+
+    pid = await Bad.start()
+    GenServer.cast(pid, "x")
+    reason = await wait_for_exit(pid)
+    assert isinstance(reason, TypeError) and "handle_cast" in str(reason) and "oops" in str(reason)
+
+
+async def test_parent_shutdown_runs_terminate_when_trapping() -> None:
+    me = beamish.self()
+
+    class Trapper(GenServer):
+        def init(self, arg: Term) -> Term:
+            beamish.process_flag("trap_exit", True)
+            return arg
+
+        def terminate(self, reason: Term, state: Term) -> None:
+            beamish.send(me, ("terminate", reason))
+
+    async def parent() -> None:
+        await Trapper.start_link(None)
+        await beamish.receive(lambda m: False)
+
+    ppid = beamish.spawn(parent)
+    await asyncio.sleep(0.01)
+    beamish.exit(ppid, "shutdown")
+    await assert_receive(("terminate", "shutdown"))
+
+
+async def test_get_state_system_message() -> None:
+    pid = await Stack.start_link([1, 2])
+    assert await beamish._gen.call(pid, "get_state", label=beamish._gen.SYSTEM) == [1, 2]
