@@ -27,7 +27,7 @@ erlang:
 	fi
 
 demo: $(STAMP)
-	$(BIN)/python -m beamish demo --nodes $(NODES)
+	$(BIN)/python examples/showcase.py --nodes $(NODES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench

@@ -228,7 +228,7 @@ async def test_make_ref_unique_and_pid_identity() -> None:
     me = beamish.self()
     assert isinstance(me, Pid) and me == beamish.self() and hash(me) == hash(beamish.self())
     with pytest.raises(TypeError):
-        Pid(Atom("x"), 1, 0, 0)  # type: ignore[call-arg]
+        Pid(Atom("x"), 1, 0, 0)
 
 
 async def test_process_info_reports_state() -> None:
@@ -268,8 +268,9 @@ async def test_to_thread_keeps_other_processes_running() -> None:
             beamish.send(me, ("tick", i))
 
     beamish.spawn(ticker)
-    result = await beamish.to_thread(time.sleep, 0.1)
-    assert result is None
+    result = await beamish.to_thread(sum, [1, 2], 0)
+    await beamish.to_thread(time.sleep, 0.1)
+    assert result == 3
     for i in range(3):
         await assert_receive(("tick", i), timeout=0)
 
@@ -316,7 +317,7 @@ def test_outside_a_process_is_a_clear_error() -> None:
 
 def test_watchdog_names_the_blocking_process(caplog: pytest.LogCaptureFixture) -> None:
     async def blocker() -> None:
-        time.sleep(0.3)  # deliberately blocking: the watchdog must report it
+        time.sleep(0.3)  # noqa: ASYNC251 - deliberately blocking: the watchdog must report it
 
     async def main() -> None:
         pid = beamish.spawn(blocker, name="sleepy")

@@ -322,7 +322,7 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
     reason = msg[4]
     node.aliases.pop(ref, None)
     if reason == NOCONNECTION:
-        where = target[1] if type(target) is tuple else target.node
+        where = target[1] if isinstance(target, tuple) else target.node
         reason = (NODEDOWN, where)
     raise Exit(reason, (Atom("gen"), CALL, [dest, request, timeout]))
 
@@ -364,8 +364,7 @@ async def stop(dest: Dest, reason: Term = NORMAL, timeout: float | None = None) 
 def is_normal_stop(reason: Term) -> bool:
     """Reasons that end a behaviour without an error report (OTP's rule)."""
     return (
-        reason == NORMAL
-        or reason == SHUTDOWN
+        reason in (NORMAL, SHUTDOWN)
         or (type(reason) is tuple and len(reason) == 2 and reason[0] == SHUTDOWN)
     )
 

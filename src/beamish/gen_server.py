@@ -65,9 +65,12 @@ import logging
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 
+from collections.abc import Awaitable, Callable
+
 from . import _gen
 from ._gen import GEN_CALL, GEN_CAST, SYSTEM, ChildSpec, From, StartError
-from .process import EXIT, TIMEOUT, BadArg, Dest, Process, _current
+from .node import Node
+from .process import EXIT, TIMEOUT, BadArg, Dest, Exit, Handler, Process, _current
 from .terms import Atom, Pid, Ref, Term
 
 __all__ = [
@@ -153,6 +156,11 @@ class Ok:
     action: Action = None
 
 
+CallResult = Reply | NoReply | Stop
+"""What `handle_call` returns (or an async `handle_call` resolves to)."""
+CastResult = NoReply | Stop
+"""What `handle_cast`, `handle_info` and `handle_continue` return."""
+
 IGNORE: Final = Atom("ignore")
 _CONTINUE: Final = Atom("$continue")
 
@@ -171,7 +179,7 @@ class GenServer:
         cls,
         *,
         restart: Literal["permanent", "transient", "temporary"] | None = None,
-        shutdown: float | Literal["brutal_kill"] | None | _Keep = KEEP,
+        shutdown: float | Literal["brutal_kill"] | _Keep | None = KEEP,
         **kwargs: object,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -265,7 +273,7 @@ class GenServer:
 
     # --- callbacks ------------------------------------------------------------
 
-    def init(self, arg: Term) -> Term:
+    def init(self, arg: Term) -> Term | Awaitable[Term]:
         """Runs in the new process before `start_link` returns (OTP `init/1`).
 
         Return the initial state, `Ok(state, action)`, `Ignore()` or
@@ -273,26 +281,26 @@ class GenServer:
         """
         return arg
 
-    def handle_call(self, request: Term, from_: From, state: Term) -> Reply | NoReply | Stop:
+    def handle_call(self, request: Term, from_: From, state: Term) -> CallResult | Awaitable[CallResult]:
         """A `call` arrived (OTP `handle_call/3`). Default: stop with
         `("bad_call", request)`, as Elixir does."""
         return Stop((Atom("bad_call"), request), state)
 
-    def handle_cast(self, request: Term, state: Term) -> NoReply | Stop:
+    def handle_cast(self, request: Term, state: Term) -> CastResult | Awaitable[CastResult]:
         """A `cast` arrived (OTP `handle_cast/2`). Default: stop with `("bad_cast", request)`."""
         return Stop((Atom("bad_cast"), request), state)
 
-    def handle_info(self, msg: Term, state: Term) -> NoReply | Stop:
+    def handle_info(self, msg: Term, state: Term) -> CastResult | Awaitable[CastResult]:
         """Any other message arrived (OTP `handle_info/2`). Default: log it and
         keep the state."""
         log.warning("%s received unexpected message in handle_info: %r", type(self).__qualname__, msg)
         return NoReply(state)
 
-    def handle_continue(self, arg: Term, state: Term) -> NoReply | Stop:
+    def handle_continue(self, arg: Term, state: Term) -> CastResult | Awaitable[CastResult]:
         """A `Continue(arg)` action asked for this (OTP `handle_continue/2`)."""
         raise NotImplementedError(f"{type(self).__qualname__} returned Continue but has no handle_continue")
 
-    def terminate(self, reason: Term, state: Term) -> Term:
+    def terminate(self, reason: Term, state: Term) -> Term | Awaitable[Term]:
         """The server is stopping with `reason` (OTP `terminate/2`). Runs on a
         `Stop` result, a crash in a callback, `GenServer.stop`, and a shutdown
         from the parent when the server traps exits. Default: nothing."""
@@ -312,7 +320,7 @@ class GenServer:
         # OTP: the parent is the starter for start_link, the process itself for start.
         caller = _current.get().pid if link else None
 
-        async def init_linked(proc: Process) -> _gen.Handler | None:
+        async def init_linked(proc: Process) -> Handler | None:
             server = cls()
             loop = _Loop(proc, server, name)
             loop.parent = caller if caller is not None else proc.pid
@@ -343,15 +351,15 @@ class _Loop:
         self.idle: object = None  # the pending idle-timeout token
         self.last: Term = None
 
-    async def init(self, arg: Term) -> _gen.Handler | None:
-        result = self.mod.init(arg)
+    async def init(self, arg: Term) -> Handler | None:
+        result: Term = self.mod.init(arg)
         if _gen.is_coroutine(result):
             result = await result
         t = type(result)
         if t is Ignore:
             return None
         if t is Stop:
-            raise _gen.Exit(result.reason)
+            raise Exit(result.reason)
         if t is Ok:
             self.state = result.state
             self._action(result.action, initial=True)
@@ -361,7 +369,7 @@ class _Loop:
             self.state = result
         return self.handle
 
-    def _action(self, action: Action, initial: bool = False) -> _gen.Awaitable[None] | None:
+    def _action(self, action: Action, initial: bool = False) -> Awaitable[None] | None:
         if action is None or type(action) is Hibernate:
             return None
         if type(action) is Continue:
@@ -382,7 +390,7 @@ class _Loop:
             return None
         raise _bad_return(self.mod, "a callback (action)", action)
 
-    def handle(self, msg: Term) -> _gen.Awaitable[None] | None:
+    def handle(self, msg: Term) -> Awaitable[None] | None:
         """The process's message handler: pick the callback for `msg`."""
         if self.idle is not None:
             if msg is self.idle:
@@ -413,8 +421,8 @@ class _Loop:
         return self.run(self.mod.handle_info, (msg, self.state), None, "handle_info")
 
     def run(
-        self, fn: _gen.Callable[..., Term], args: tuple[Term, ...], from_: Term, what: str
-    ) -> _gen.Awaitable[None] | None:
+        self, fn: Callable[..., Term], args: tuple[Term, ...], from_: Term, what: str
+    ) -> Awaitable[None] | None:
         try:
             result = fn(*args)
         except Exception as exc:
@@ -423,7 +431,7 @@ class _Loop:
             return self._await(result, from_, what)
         return self.apply(result, from_, what)
 
-    async def _await(self, pending: _gen.Awaitable[Term], from_: Term, what: str) -> None:
+    async def _await(self, pending: Awaitable[Term], from_: Term, what: str) -> None:
         try:
             result = await pending
         except Exception as exc:
@@ -433,7 +441,7 @@ class _Loop:
         if nxt is not None:
             await nxt
 
-    def apply(self, result: Term, from_: Term, what: str) -> _gen.Awaitable[None] | None:
+    def apply(self, result: Term, from_: Term, what: str) -> Awaitable[None] | None:
         t = type(result)
         if t is NoReply:
             self.state = result.state
@@ -456,7 +464,7 @@ class _Loop:
             return None
         return self._action(action)
 
-    def system(self, from_: Term, request: Term) -> _gen.Awaitable[None] | None:
+    def system(self, from_: Term, request: Term) -> Awaitable[None] | None:
         match request:
             case ("terminate", reason):
                 return self.terminate(reason)
@@ -469,10 +477,10 @@ class _Loop:
                 log.warning("%r: unknown system message %r", self.proc.pid, request)
         return None
 
-    def crashed(self, exc: BaseException) -> _gen.Awaitable[None] | None:
+    def crashed(self, exc: BaseException) -> Awaitable[None] | None:
         return self.terminate(exc, crashed=exc)
 
-    def terminate(self, reason: Term, crashed: BaseException | None = None) -> _gen.Awaitable[None] | None:
+    def terminate(self, reason: Term, crashed: BaseException | None = None) -> Awaitable[None] | None:
         try:
             result = self.mod.terminate(reason, self.state)
         except Exception as exc:
@@ -484,7 +492,7 @@ class _Loop:
         self.finish(reason, crashed)
         return None
 
-    async def _await_terminate(self, pending: _gen.Awaitable[Term], reason: Term, crashed: BaseException | None) -> None:
+    async def _await_terminate(self, pending: Awaitable[Term], reason: Term, crashed: BaseException | None) -> None:
         try:
             await pending
         except Exception as exc:
@@ -508,7 +516,7 @@ class _Loop:
         proc.exit(reason)
 
 
-def _reply(node: _gen.Node, from_: Term, value: Term) -> None:
+def _reply(node: Node, from_: Term, value: Term) -> None:
     pid, tag = from_
     if type(tag) is Ref:
         node.send_alias(tag, (tag, value))

@@ -33,8 +33,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, overload
 
 from .process import (
     DOWN,
@@ -136,14 +136,14 @@ class Node:
 
     # --- lifecycle -----------------------------------------------------------
 
-    async def run(self, main: Callable[..., T], *args: Term) -> T:
+    async def run(self, main: Callable[..., Term], *args: Term) -> Term:
         """Run `main(*args)` as this node's first process and return its
         result (or raise its exception); then stop the node."""
         self._loop = asyncio.get_running_loop()
         if self.lag_threshold is not None:
             self._watchdog = _Watchdog(self, self.lag_threshold)
             self._watchdog.start()
-        outcome: asyncio.Future[T] = self._loop.create_future()
+        outcome: asyncio.Future[Term] = self._loop.create_future()
 
         async def first() -> Term:
             try:
@@ -416,7 +416,7 @@ class Node:
             else:
                 proc.deliver((DOWN, ref, PROCESS, obj, NOPROC))
             return ref
-        if type(target) is tuple and len(target) == 2 and not target[0] == "via":
+        if type(target) is tuple and len(target) == 2 and target[0] != "via":
             name, node = target
             if node == self.name:
                 self.aliases.pop(ref, None)
@@ -447,11 +447,11 @@ class Node:
                 other.remove_watcher(ref)
             elif target.node is not self.name and self.dist is not None:
                 self.dist.demonitor(watcher, target, ref)
-        elif len(target) == 3:
+        elif type(target) is tuple and len(target) == 3:
             other = self.local(target[2])
             if other is not None:
                 other.remove_watcher(ref)
-        elif self.dist is not None and len(target) == 2:
+        elif self.dist is not None and type(target) is tuple and len(target) == 2:
             self.dist.demonitor(watcher, (target[0], target[1]), ref)
 
     def signal_down(self, watcher: Pid, ref: Ref, target: Pid, reason: Term) -> None:
@@ -479,14 +479,32 @@ def current_node() -> Node:
         raise RuntimeError("not inside a beamish process: start one with beamish.run(main)") from None
 
 
+@overload
+def run(
+    main: Callable[..., Coroutine[object, object, T]],
+    *args: Term,
+    name: str = ...,
+    use_uvloop: bool | None = ...,
+    lag_threshold: float | None = ...,
+    thread_pool_size: int | None = ...,
+) -> T: ...
+@overload
 def run(
     main: Callable[..., T],
+    *args: Term,
+    name: str = ...,
+    use_uvloop: bool | None = ...,
+    lag_threshold: float | None = ...,
+    thread_pool_size: int | None = ...,
+) -> T: ...
+def run(
+    main: Callable[..., Term],
     *args: Term,
     name: str = "nonode@nohost",
     use_uvloop: bool | None = None,
     lag_threshold: float | None = 0.1,
     thread_pool_size: int | None = None,
-) -> T:
+) -> Term:
     """Start a node, run `main(*args)` as its first process, return its result.
 
     Like `asyncio.run`: it creates the event loop (uvloop's when installed,

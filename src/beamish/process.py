@@ -125,7 +125,7 @@ _current: contextvars.ContextVar[Process] = contextvars.ContextVar("beamish_proc
 _DRAIN_BATCH: Final = 512
 
 
-class Exit(Exception):  # noqa: N818 - the OTP name: an exit, not an error
+class Exit(Exception):  # the OTP name: an exit, not an error
     """A process exit: raised to end the current process with `reason`, and
     raised by calls that fail (`noproc`, `timeout`, a server's crash reason).
 
@@ -606,7 +606,7 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     return active
 
 
-def exit(pid: Pid, reason: Term) -> None:  # noqa: A001 - Erlang's name
+def exit(pid: Pid, reason: Term) -> None:  # shadows the builtin on purpose: Erlang's name
     """Send an exit signal with `reason` to `pid` (Erlang's `exit/2`).
 
     `"kill"` cannot be trapped and ends the target with reason `killed`;

@@ -124,7 +124,7 @@ class Pid(metaclass=_NoPublicConstructor):
     def __repr__(self) -> str:
         return f"#PID<{self.id}.{self.serial} @{self.node}>"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_make_pid, (str(self.node), self.id, self.serial, self.creation))
 
 
@@ -157,7 +157,7 @@ class Ref(metaclass=_NoPublicConstructor):
     def __repr__(self) -> str:
         return "#Reference<" + ".".join(str(i) for i in self.ids) + f" @{self.node}>"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_make_ref, (str(self.node), self.creation, self.ids))
 
 
