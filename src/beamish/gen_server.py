@@ -62,10 +62,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
-
-from collections.abc import Awaitable, Callable
 
 from . import _gen
 from ._gen import GEN_CALL, GEN_CAST, SYSTEM, ChildSpec, From, StartError
