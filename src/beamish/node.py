@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -92,11 +93,16 @@ class Node:
         self,
         name: str = "nonode@nohost",
         *,
-        creation: int = 0,
+        creation: int | None = None,
         lag_threshold: float | None = 0.1,
         thread_pool_size: int | None = None,
     ) -> None:
         self.name = Atom(name)
+        if creation is None:
+            # Erlang: creation 0 is the undistributed node; a named node gets a
+            # fresh one per incarnation (EPMD's, once distributed), so pids of
+            # an earlier incarnation never name a process of this one.
+            creation = 0 if name == "nonode@nohost" else secrets.randbelow(0xFFFFFFFE) + 1
         self.creation = creation
         self.lag_threshold = lag_threshold
         self.thread_pool_size = thread_pool_size

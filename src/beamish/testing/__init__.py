@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from .._pattern import ANY, Pattern, matches
 from ..process import DOWN, Exit, current, demonitor, monitor, receive
 from ..terms import Pid, Term
 
@@ -38,46 +39,6 @@ __all__ = [
     "stop_supervised",
     "wait_for_exit",
 ]
-
-
-class _Any:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "ANY"
-
-
-ANY: Final = _Any()
-"""A pattern that matches any value."""
-
-Pattern = object
-
-
-def matches(pattern: Pattern, value: Term) -> bool:
-    """Whether `value` matches the template `pattern` (see the module doc)."""
-    if pattern is ANY:
-        return True
-    if isinstance(pattern, type):
-        return isinstance(value, pattern)
-    if isinstance(pattern, tuple):
-        return (
-            isinstance(value, tuple)
-            and len(value) == len(pattern)
-            and all(matches(p, v) for p, v in zip(pattern, value, strict=True))
-        )
-    if isinstance(pattern, list):
-        return (
-            isinstance(value, list)
-            and len(value) == len(pattern)
-            and all(matches(p, v) for p, v in zip(pattern, value, strict=True))
-        )
-    if isinstance(pattern, dict):
-        return isinstance(value, dict) and all(
-            k in value and matches(p, value[k]) for k, p in pattern.items()
-        )
-    if callable(pattern):
-        return bool(pattern(value))
-    return bool(pattern == value)
 
 
 def _predicate(pattern: Pattern) -> Callable[[Term], bool]:

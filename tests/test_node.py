@@ -1,0 +1,87 @@
+"""Nodes: `run`, independence of several nodes in one OS process, the
+"not in a process" error, and the watchdog that names a blocking process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+import beamish
+from beamish import Node, Pid
+from beamish.terms import Term
+from beamish.testing import wait_for_exit
+
+
+def test_run_returns_result_and_raises_main_exception() -> None:
+    async def ok() -> int:
+        return 3
+
+    async def bad() -> None:
+        raise ValueError("nope")
+
+    assert beamish.run(ok) == 3
+    with pytest.raises(ValueError, match="nope"):
+        beamish.run(bad, lag_threshold=None)
+
+
+def test_nodes_are_independent() -> None:
+    async def main() -> Pid | None:
+        beamish.register("same_name", beamish.self())
+        return beamish.whereis("same_name")
+
+    a = beamish.run(main)
+    b = beamish.run(main)
+    assert a is not None and b is not None
+
+
+def test_outside_a_process_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="not inside a beamish process"):
+        beamish.self()
+
+
+def test_watchdog_names_the_blocking_process(caplog: pytest.LogCaptureFixture) -> None:
+    async def blocker() -> None:
+        time.sleep(0.3)  # noqa: ASYNC251 - deliberately blocking: the watchdog must report it
+
+    async def main() -> None:
+        pid = beamish.spawn(blocker, name="sleepy")
+        await wait_for_exit(pid)
+        await asyncio.sleep(0.1)
+
+    with caplog.at_level(logging.WARNING, logger="beamish"):
+        beamish.run(main, lag_threshold=0.05)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "sleepy" in text and "blocker" in text and "blocked" in text
+
+
+def test_pid_of_an_earlier_incarnation_never_reaches_a_process_of_this_one() -> None:
+    # Same node name, new creation: the old pid must not name the new process
+    # that happens to have the same id (Erlang's rule across node restarts).
+    async def first() -> Pid:
+        return beamish.self()
+
+    old = beamish.run(first, name="same@127.0.0.1")
+
+    async def second() -> Term:
+        me = beamish.self()
+        assert (me.id, me.node) == (old.id, old.node) and me.creation != old.creation
+        beamish.send(old, "for the old incarnation")
+        beamish.send(me, "for me")
+        return await beamish.receive()
+
+    assert beamish.run(second, name="same@127.0.0.1") == "for me"
+
+
+def test_processes_left_when_main_returns_are_killed() -> None:
+    node = Node()
+
+    async def main() -> int:
+        for _ in range(10):
+            beamish.spawn(beamish.receive)
+        return len(node.procs)
+
+    assert asyncio.run(node.run(main)) == 11
+    assert not node.procs
