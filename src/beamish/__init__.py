@@ -15,6 +15,7 @@ Atom('normal')
 
 from ._gen import ChildSpec, From, StartError
 from .gen_server import Continue, GenServer, Hibernate, Ignore, NoReply, Ok, Reply, Stop
+from .gen_statem import GenStateMachine
 from .node import Node, run
 from .process import (
     BadArg,
@@ -44,9 +45,11 @@ from .process import (
     unregister,
     whereis,
 )
+from .registry import AlreadyRegistered, Registry
 from .terms import Atom, Pid, Port, Ref, Term
 
 __all__ = [
+    "AlreadyRegistered",
     "Atom",
     "BadArg",
     "ChildSpec",
@@ -54,6 +57,7 @@ __all__ = [
     "Exit",
     "From",
     "GenServer",
+    "GenStateMachine",
     "Hibernate",
     "Ignore",
     "NoReply",
@@ -63,6 +67,7 @@ __all__ = [
     "Port",
     "ProcessInfo",
     "Ref",
+    "Registry",
     "Reply",
     "StartError",
     "Stop",

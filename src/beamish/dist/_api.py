@@ -1,0 +1,184 @@
+"""The functions of `beamish.dist` (re-exported there): Erlang's `net_kernel`,
+`erlang:node/0,nodes/0,monitor_node/2`, `net_adm:ping/1` and
+`erlang:spawn_request/5`, for the calling process's node."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from ..node import Node, _loop_factory
+from ..process import Exit, current, receive
+from ..terms import Atom, Pid, Ref, Term
+from . import cookie as cookie_mod
+from ._kernel import Kernel, Options
+
+__all__ = [
+    "connect",
+    "disconnect",
+    "is_alive",
+    "kernel",
+    "monitor_node",
+    "monitor_nodes",
+    "node",
+    "nodes",
+    "ping",
+    "run",
+    "spawn",
+    "start",
+    "stop",
+]
+
+_KEY = "beamish.dist"
+
+
+async def start(
+    *,
+    cookie: str | None = None,
+    listen: str = "127.0.0.1",
+    port: int = 0,
+    ticktime: float = 60.0,
+    rpc_allow: Iterable[str] = (),
+    spawn_allow: Iterable[str] = (),
+    epmd_port: int | None = None,
+) -> Kernel:
+    """Make the calling process's node distributed (`net_kernel:start/2`):
+    listen on `listen:port` (loopback and a free port by default), register
+    with EPMD, and accept and make connections authenticated by `cookie`
+    (default: `BEAMISH_COOKIE`, then `~/.erlang.cookie`, as Erlang)."""
+    node = current().node
+    if node.extensions.get(_KEY) is not None:
+        raise RuntimeError(f"{node.name} is already distributed")
+    options = Options(
+        cookie=cookie_mod.resolve(cookie),
+        listen=listen,
+        port=port,
+        ticktime=ticktime,
+        rpc_allow=frozenset(rpc_allow),
+        spawn_allow=frozenset(spawn_allow),
+        epmd_port=epmd_port,
+    )
+    k = Kernel(node, options)
+    await k.start()
+    node.extensions[_KEY] = k
+    return k
+
+
+async def stop() -> None:
+    """Leave the cluster: close every connection and unregister from EPMD."""
+    node = current().node
+    k = node.extensions.pop(_KEY, None)
+    if isinstance(k, Kernel):
+        await k.stop()
+
+
+def kernel() -> Kernel:
+    k = current().node.extensions.get(_KEY)
+    if not isinstance(k, Kernel):
+        raise Exit(Atom("not_alive"))
+    return k
+
+
+def is_alive() -> bool:
+    """Whether this node is distributed (`erlang:is_alive/0`)."""
+    return isinstance(current().node.extensions.get(_KEY), Kernel)
+
+
+def node() -> Atom:
+    """This node's name (`node()`)."""
+    return current().node.name
+
+
+def nodes() -> list[Atom]:
+    """The nodes this node is connected to (`nodes()`, Elixir's `Node.list`)."""
+    k = current().node.extensions.get(_KEY)
+    return k.nodes() if isinstance(k, Kernel) else []
+
+
+async def connect(peer: str) -> bool:
+    """Connect to `peer` (`net_kernel:connect_node/1`, Elixir's `Node.connect`)."""
+    return await kernel().connect(peer) is not None
+
+
+def disconnect(peer: str) -> bool:
+    """Close the connection to `peer` (`erlang:disconnect_node/1`)."""
+    return kernel().disconnect(peer)
+
+
+async def ping(peer: str, timeout: float = 7.0) -> str:
+    """`net_adm:ping/1`: "pong" if `peer` answers, else "pang"."""
+    from .. import _gen
+
+    if not is_alive():
+        return "pang"
+    try:
+        answer = await _gen.call((Atom("net_kernel"), Atom(peer)), (Atom("is_auth"), node()), timeout)
+    except Exit:
+        kernel().disconnect(peer)
+        return "pang"
+    return "pong" if answer == "yes" else "pang"
+
+
+def monitor_nodes(flag: bool = True) -> None:
+    """Subscribe the caller to `("nodeup", node)` / `("nodedown", node)`
+    messages (`net_kernel:monitor_nodes/1`)."""
+    kernel().monitor_nodes(current().pid, flag)
+
+
+def monitor_node(peer: str, flag: bool = True) -> None:
+    """Get one `("nodedown", peer)` when the connection to `peer` goes (or
+    at once if it cannot be made) (`erlang:monitor_node/2`)."""
+    kernel().monitor_node(current().pid, Atom(peer), flag)
+
+
+async def spawn(
+    peer: str, target: str, *args: Term, link: bool = False, monitor: bool = False, timeout: float = 7.0
+) -> Pid | tuple[Pid, Ref]:
+    """Start `target` ("package.module:function", which the peer must allow)
+    with `args` on node `peer` (Elixir's `Node.spawn/4`, via SPAWN_REQUEST).
+
+    With `link`, the new process is linked to the caller; with `monitor`,
+    returns `(pid, ref)` and the caller gets a DOWN with that ref. Raises
+    `Exit` with the peer's error (`notsup` when not allowed, `noconnection`).
+    """
+    proc = current()
+    ref = kernel().spawn_remote(proc, Atom(peer), target, list(args), link=link, monitor=monitor)
+    try:
+        msg = await receive(lambda m: type(m) is tuple and len(m) == 4 and m[0] == "spawn_reply" and m[1] == ref, timeout)
+    except TimeoutError:
+        raise Exit(Atom("timeout")) from None
+    _, _, status, result = msg
+    if status != "ok":
+        raise Exit(result)
+    if link:
+        proc.add_link(result)
+    return (result, ref) if monitor else result
+
+
+def run(
+    main: Callable[..., Term],
+    *args: Term,
+    name: str,
+    cookie: str | None = None,
+    listen: str = "127.0.0.1",
+    rpc_allow: Iterable[str] = (),
+    spawn_allow: Iterable[str] = (),
+    use_uvloop: bool | None = None,
+    lag_threshold: float | None = 0.1,
+) -> Term:
+    """`beamish.run` for a distributed node: start node `name`, make it
+    distributed, run `main(*args)` as its first process, leave the cluster."""
+    n = Node(name, lag_threshold=lag_threshold)
+
+    async def first() -> Term:
+        await start(cookie=cookie, listen=listen, rpc_allow=rpc_allow, spawn_allow=spawn_allow)
+        try:
+            result = main(*args)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+        finally:
+            await stop()
+
+    with asyncio.Runner(loop_factory=_loop_factory(use_uvloop)) as runner:
+        return runner.run(n.run(first))

@@ -1,0 +1,737 @@
+"""The distribution controller: connections to other nodes and the control
+messages that carry sends, links, monitors, exits and spawns across them.
+
+`Kernel` implements the core's `Distribution` protocol (`beamish.node`): the
+core calls it, fire-and-forget, whenever a signal is addressed to another
+node; each `Connection` turns incoming control messages back into calls on
+the core (`Node.send`, `signal_exit`, `signal_down`...). The core never
+imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from .. import _gen
+from ..node import Node
+from ..process import Exit, Process, _current
+from ..terms import Atom, Pid, Ref, Term
+from . import control as C
+from . import etf
+from . import flags as F
+from . import framing, handshake
+
+log = logging.getLogger("beamish.dist")
+
+NOCONNECTION: Final = Atom("noconnection")
+NODEUP: Final = Atom("nodeup")
+NODEDOWN: Final = Atom("nodedown")
+EMPTY: Final = Atom("")
+ALIAS: Final = Atom("alias")
+UNDEF: Final = Atom("undef")
+_NO_PAYLOAD: Final = object()
+
+
+@dataclass
+class Options:
+    """How a node takes part in distribution (see `beamish.dist.start`)."""
+
+    cookie: str
+    listen: str = "127.0.0.1"
+    port: int = 0
+    ticktime: float = 60.0
+    rpc_allow: frozenset[str] = frozenset()
+    spawn_allow: frozenset[str] = frozenset()
+    connect_timeout: float = 7.0
+    max_frame: int = 64 * 1024 * 1024
+    epmd_port: int | None = None
+    limits: etf.Limits = field(default_factory=etf.Limits)
+
+
+def wire_reason(reason: Term) -> Term:
+    """An exit reason Erlang can decode: a Python exception becomes
+    `{python, 'ExceptionType', <<"message">>}` (its traceback stays here)."""
+    if isinstance(reason, BaseException):
+        return (Atom("python"), Atom(type(reason).__name__[:255]), str(reason).encode())
+    return reason
+
+
+class Connection:
+    """One established connection to a peer node."""
+
+    def __init__(self, kernel: Kernel, peer: Atom, flags: int, creation: int, stream: framing.FrameStream) -> None:
+        self.kernel = kernel
+        self.node = kernel.node
+        self.peer = peer
+        self.flags = flags
+        self.creation = creation
+        self.stream = stream
+        self.alive = True
+        # Links between a local and a peer process, as (local, remote).
+        self.links: set[tuple[Pid, Pid]] = set()
+        # Monitors held by local watchers on peer targets: ref -> (watcher, target).
+        self.monitors: dict[Ref, tuple[Pid, Term]] = {}
+        # Monitors held by peer watchers on local processes: ref -> (local pid, name or None).
+        self.watched: dict[Ref, tuple[Pid, Atom | None]] = {}
+        self.unlink_ids = itertools.count(1)
+        self.reader: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.node.name} -> {self.peer}>"
+
+    # --- sending ------------------------------------------------------------
+
+    def send(self, ctrl: tuple[Term, ...], payload: Term = _NO_PAYLOAD) -> None:
+        if not self.alive:
+            return
+        parts = [b"\x70", etf.encode(ctrl)]
+        if payload is not _NO_PAYLOAD:
+            parts.append(etf.encode(payload))
+        self.stream.write_frame(b"".join(parts))
+
+    # --- receiving ----------------------------------------------------------
+
+    async def run(self) -> None:
+        reason: Term = NOCONNECTION
+        try:
+            async for frame in self.stream.frames():
+                try:
+                    self.dispatch(frame)
+                except etf.DecodeError as exc:
+                    log.error("closing the connection to %s: malformed frame: %s", self.peer, exc)
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, framing.FrameError) as exc:
+            log.info("connection to %s lost: %s", self.peer, exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.kernel.connection_down(self, reason)
+
+    def dispatch(self, frame: bytes | memoryview) -> None:
+        if not frame or frame[0] != C.PASS_THROUGH:
+            raise etf.DecodeError(f"unsupported frame header {bytes(frame[:1])!r} (no atom cache was agreed)")
+        limits = self.kernel.options.limits
+        ctrl, offset = etf.decode_prefix(frame, 1, limits=limits)
+        if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
+            raise etf.DecodeError(f"control message is not an operation tuple: {ctrl!r}")
+        op = ctrl[0]
+        payload: Term = None
+        if op in C.WITH_PAYLOAD:
+            payload, offset = etf.decode_prefix(frame, offset, limits=limits)
+        handler = _HANDLERS.get(op)
+        if handler is None:
+            log.warning("ignoring %s from %s", C.name_of(op), self.peer)
+            return
+        try:
+            handler(self, ctrl, payload)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise etf.DecodeError(f"malformed {C.name_of(op)} {ctrl!r}: {exc}") from None
+
+    # Each handler gets the control tuple and the payload (None if none).
+
+    def _send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
+        # SEND {2, _, To} / SEND_TT / SEND_SENDER {22, From, To} / SEND_SENDER_TT
+        to = ctrl[2]
+        if type(to) is Pid:
+            self.node.send(to, msg)
+
+    def _reg_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
+        # REG_SEND {6, From, _, ToName}: unknown names drop the message, as in Erlang.
+        proc = self.node.names.get(ctrl[3])
+        if proc is not None:
+            proc.deliver(msg)
+
+    def _alias_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
+        alias = ctrl[2]
+        if type(alias) is Ref:
+            self.node.send_alias(alias, msg)
+
+    def _link(self, ctrl: tuple[Term, ...], _: Term) -> None:
+        remote, local = ctrl[1], ctrl[2]
+        proc = self.node.local(local)
+        if proc is None:
+            # The peer's process links to a dead one: it gets an exit with noproc.
+            self.send((C.PAYLOAD_EXIT, local, remote), Atom("noproc"))
+            return
+        proc.add_link(remote)
+        self.links.add((local, remote))
+
+    def _unlink_id(self, ctrl: tuple[Term, ...], _: Term) -> None:
+        uid, remote, local = ctrl[1], ctrl[2], ctrl[3]
+        proc = self.node.local(local)
+        if proc is not None:
+            proc.remove_link(remote)
+        self.links.discard((local, remote))
+        self.send((C.UNLINK_ID_ACK, uid, local, remote))
+
+    def _unlink_legacy(self, ctrl: tuple[Term, ...], _: Term) -> None:
+        remote, local = ctrl[1], ctrl[2]
+        proc = self.node.local(local)
+        if proc is not None:
+            proc.remove_link(remote)
+        self.links.discard((local, remote))
+
+    def _ignore(self, ctrl: tuple[Term, ...], _: Term) -> None:
+        pass
+
+    def _exit(self, ctrl: tuple[Term, ...], payload: Term) -> None:
+        # EXIT {3, From, To, Reason} / EXIT_TT {13, From, To, Token, Reason} / PAYLOAD_EXIT(_TT)
+        op = ctrl[0]
+        reason = payload if op in (C.PAYLOAD_EXIT, C.PAYLOAD_EXIT_TT) else ctrl[-1]
+        remote, local = ctrl[1], ctrl[2]
+        self.links.discard((local, remote))
+        self.node.signal_exit(remote, local, reason, True)
+
+    def _exit2(self, ctrl: tuple[Term, ...], payload: Term) -> None:
+        op = ctrl[0]
+        reason = payload if op in (C.PAYLOAD_EXIT2, C.PAYLOAD_EXIT2_TT) else ctrl[-1]
+        self.node.signal_exit(ctrl[1], ctrl[2], reason, False)
+
+    def _monitor(self, ctrl: tuple[Term, ...], _: Term) -> None:
+        watcher, target, ref = ctrl[1], ctrl[2], ctrl[3]
+        name: Atom | None = None
+        proc: Process | None
+        if type(target) is Pid:
+            proc = self.node.local(target)
+        else:
+            name = Atom(target)
+            proc = self.node.names.get(name)
+        if proc is None:
+            self.send((C.PAYLOAD_MONITOR_P_EXIT, target, watcher, ref), Atom("noproc"))
+            return
+        proc.add_watcher(ref, watcher)
+        self.watched[ref] = (proc.pid, name)
+
+    def _demonitor(self, ctrl: tuple[Term, ...], _: Term) -> None:
+        ref = ctrl[3]
+        entry = self.watched.pop(ref, None)
+        if entry is not None:
+            proc = self.node.local(entry[0])
+            if proc is not None:
+                proc.remove_watcher(ref)
+
+    def _monitor_exit(self, ctrl: tuple[Term, ...], payload: Term) -> None:
+        op = ctrl[0]
+        reason = payload if op == C.PAYLOAD_MONITOR_P_EXIT else ctrl[4]
+        target, watcher, ref = ctrl[1], ctrl[2], ctrl[3]
+        self.monitors.pop(ref, None)
+        if type(target) is not Pid:
+            target = (target, self.peer)  # a name monitor: the core reports {name, node}
+        self.node.signal_down(watcher, ref, target, reason)
+
+    def _spawn_request(self, ctrl: tuple[Term, ...], args: Term) -> None:
+        self.kernel.spawn_request(self, ctrl, args)
+
+    def _spawn_reply(self, ctrl: tuple[Term, ...], _: Term) -> None:
+        self.kernel.spawn_reply(self, ctrl)
+
+
+_HANDLERS: Final[dict[int, Callable[[Connection, tuple[Term, ...], Term], None]]] = {
+    C.SEND: Connection._send,
+    C.SEND_TT: Connection._send,
+    C.SEND_SENDER: Connection._send,
+    C.SEND_SENDER_TT: Connection._send,
+    C.REG_SEND: Connection._reg_send,
+    C.REG_SEND_TT: Connection._reg_send,
+    C.ALIAS_SEND: Connection._alias_send,
+    C.ALIAS_SEND_TT: Connection._alias_send,
+    C.LINK: Connection._link,
+    C.UNLINK: Connection._unlink_legacy,
+    C.UNLINK_ID: Connection._unlink_id,
+    C.UNLINK_ID_ACK: Connection._ignore,
+    C.NODE_LINK: Connection._ignore,
+    C.GROUP_LEADER: Connection._ignore,
+    C.EXIT: Connection._exit,
+    C.EXIT_TT: Connection._exit,
+    C.PAYLOAD_EXIT: Connection._exit,
+    C.PAYLOAD_EXIT_TT: Connection._exit,
+    C.EXIT2: Connection._exit2,
+    C.EXIT2_TT: Connection._exit2,
+    C.PAYLOAD_EXIT2: Connection._exit2,
+    C.PAYLOAD_EXIT2_TT: Connection._exit2,
+    C.MONITOR_P: Connection._monitor,
+    C.DEMONITOR_P: Connection._demonitor,
+    C.MONITOR_P_EXIT: Connection._monitor_exit,
+    C.PAYLOAD_MONITOR_P_EXIT: Connection._monitor_exit,
+    C.SPAWN_REQUEST: Connection._spawn_request,
+    C.SPAWN_REQUEST_TT: Connection._spawn_request,
+    C.SPAWN_REPLY: Connection._spawn_reply,
+    C.SPAWN_REPLY_TT: Connection._spawn_reply,
+}
+
+
+class Kernel:
+    """A node's distribution: its listener, EPMD registration, connections,
+    and the `net_kernel` and `rex` processes Erlang nodes talk to."""
+
+    def __init__(self, node: Node, options: Options) -> None:
+        if "@" not in node.name:
+            raise ValueError(f"a distributed node needs a name like 'py@127.0.0.1', not {node.name!r}")
+        self.node = node
+        self.options = options
+        self.conns: dict[Atom, Connection] = {}
+        self.connecting: dict[Atom, asyncio.Task[Connection | None]] = {}
+        # Frames addressed to a node while its connection is being set up.
+        self.queued: dict[Atom, list[Callable[[Connection], None]]] = {}
+        self.node_subscribers: dict[Pid, int] = {}
+        self.node_watchers: dict[Atom, dict[Pid, int]] = {}
+        # Our SPAWN_REQUESTs awaiting their SPAWN_REPLY: ref -> (requester, peer).
+        self.spawn_waiters: dict[Ref, tuple[Pid, Atom]] = {}
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.epmd: handshake.EpmdRegistration | None = None
+        self.flags = F.ADVERTISED
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        host = self.options.listen
+        self.server = await asyncio.start_server(self._accepted, host, self.options.port, limit=1 << 20)
+        self.port = self.server.sockets[0].getsockname()[1]
+        alive = self.node.name.split("@", 1)[0]
+        self.epmd = await handshake.register_with_epmd(alive, self.port, epmd_port=self.options.epmd_port)
+        self.node.dist = self
+        self.node.spawn(self._net_kernel, (), link_to=None, name="net_kernel", initial_call="net_kernel")
+        self.node.spawn(self._rex, (), link_to=None, name="rex", initial_call="rex")
+
+    async def stop(self) -> None:
+        for conn in list(self.conns.values()):
+            conn.stream.close()
+        for task in list(self.connecting.values()):
+            task.cancel()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        if self.epmd is not None:
+            self.epmd.close()
+            self.epmd = None
+        self.node.dist = None
+
+    # --- connections --------------------------------------------------------
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            result = await handshake.accept(
+                reader,
+                writer,
+                name=self.node.name,
+                cookie=self.options.cookie,
+                flags=self.flags,
+                creation=self.node.creation,
+                is_pending=self._simultaneous,
+                timeout=self.options.connect_timeout,
+            )
+        except handshake.HandshakeError as exc:
+            log.warning("refused a connection: %s", exc)
+            writer.close()
+            return
+        self._established(result)
+
+    def _simultaneous(self, peer: Atom) -> bool:
+        """Whether we are connecting to `peer` ourselves (the handshake's
+        simultaneous-connect rule needs to know); True means "cancel ours"
+        was accepted, and our attempt is dropped."""
+        task = self.connecting.get(peer)
+        return task is not None and not task.done()
+
+    def _established(self, result: handshake.HandshakeResult) -> Connection:
+        peer = Atom(result.peer_name)
+        old = self.conns.get(peer)
+        if old is not None:
+            old.stream.close()
+        stream = framing.FrameStream(
+            result.reader, result.writer, ticktime=self.options.ticktime, max_frame=self.options.max_frame
+        )
+        conn = Connection(self, peer, result.peer_flags, result.peer_creation, stream)
+        self.conns[peer] = conn
+        conn.reader = self.node.loop.create_task(conn.run())
+        for action in self.queued.pop(peer, ()):
+            action(conn)
+        for pid in list(self.node_subscribers):
+            self.node.send(pid, (NODEUP, peer))
+        log.info("%s connected to %s", self.node.name, peer)
+        return conn
+
+    def connection_down(self, conn: Connection, reason: Term) -> None:
+        if not conn.alive:
+            return
+        conn.alive = False
+        conn.stream.close()
+        if self.conns.get(conn.peer) is conn:
+            del self.conns[conn.peer]
+        node = self.node
+        for local, remote in conn.links:
+            node.signal_exit(remote, local, NOCONNECTION, True)
+        for ref, (watcher, target) in conn.monitors.items():
+            node.signal_down(watcher, ref, target, NOCONNECTION)
+        for ref, (local, _) in conn.watched.items():
+            proc = node.local(local)
+            if proc is not None:
+                proc.remove_watcher(ref)
+        for ref, (waiter, peer) in list(self.spawn_waiters.items()):
+            if peer == conn.peer:
+                del self.spawn_waiters[ref]
+                node.send(waiter, (Atom("spawn_reply"), ref, Atom("error"), NOCONNECTION))
+        conn.links.clear()
+        conn.monitors.clear()
+        conn.watched.clear()
+        for pid in list(self.node_subscribers):
+            node.send(pid, (NODEDOWN, conn.peer))
+        for pid in list(self.node_watchers.pop(conn.peer, {})):
+            node.send(pid, (NODEDOWN, conn.peer))
+        log.info("%s lost its connection to %s (%s)", node.name, conn.peer, reason)
+
+    async def connect(self, peer: str) -> Connection | None:
+        """Connect to `peer` (or return the existing connection)."""
+        name = Atom(peer)
+        if name == self.node.name:
+            return None
+        conn = self.conns.get(name)
+        if conn is not None:
+            return conn
+        task = self.connecting.get(name)
+        if task is None:
+            task = self.node.loop.create_task(self._connect(name))
+            self.connecting[name] = task
+        return await asyncio.shield(task)
+
+    async def _connect(self, peer: Atom) -> Connection | None:
+        try:
+            result = await handshake.initiate(
+                peer,
+                name=self.node.name,
+                cookie=self.options.cookie,
+                flags=self.flags,
+                creation=self.node.creation,
+                timeout=self.options.connect_timeout,
+                epmd_port=self.options.epmd_port,
+            )
+        except (handshake.HandshakeError, OSError, TimeoutError) as exc:
+            log.warning("%s could not connect to %s: %s", self.node.name, peer, exc)
+            result = None
+        finally:
+            self.connecting.pop(peer, None)
+        if result is None:
+            self._connect_failed(peer)
+            return self.conns.get(peer)  # the peer may have connected to us meanwhile
+        return self._established(result)
+
+    def _connect_failed(self, peer: Atom) -> None:
+        """Signals queued for an unreachable node: sends are dropped, links
+        and monitors fire with `noconnection`, as in Erlang."""
+        self.queued.pop(peer, None)
+        for pid in list(self.node_watchers.pop(peer, {})):
+            self.node.send(pid, (NODEDOWN, peer))
+
+    def _with(self, peer: Atom, action: Callable[[Connection], None], on_fail: Callable[[], None] | None = None) -> None:
+        """Run `action` on the connection to `peer`, connecting first if needed."""
+        conn = self.conns.get(peer)
+        if conn is not None:
+            action(conn)
+            return
+        if peer == self.node.name:
+            return
+        self.queued.setdefault(peer, []).append(action)
+        if on_fail is not None:
+            self.queued[peer].append(_OnFail(on_fail))
+        if peer not in self.connecting:
+            task = self.node.loop.create_task(self._connect(peer))
+            self.connecting[peer] = task
+            task.add_done_callback(lambda t, p=peer: self._after_connect(t, p))
+
+    def _after_connect(self, task: asyncio.Task[Connection | None], peer: Atom) -> None:
+        if task.cancelled() or task.result() is None:
+            pending = self.queued.pop(peer, [])
+            for action in pending:
+                if isinstance(action, _OnFail):
+                    action.fail()
+
+    def nodes(self) -> list[Atom]:
+        return sorted(self.conns)
+
+    def disconnect(self, peer: str) -> bool:
+        conn = self.conns.get(Atom(peer))
+        if conn is None:
+            return False
+        self.connection_down(conn, Atom("disconnect"))
+        return True
+
+    # --- the core's Distribution protocol -----------------------------------
+
+    def send(self, sender: Pid | None, dest: Pid | tuple[Term, Term], msg: Term) -> None:
+        if type(dest) is Pid:
+            if sender is None:
+                ctrl: tuple[Term, ...] = (C.SEND, EMPTY, dest)
+            else:
+                ctrl = (C.SEND_SENDER, sender, dest)
+            self._with(dest.node, lambda c: c.send(ctrl, msg))
+        else:
+            name, peer = dest
+            frm = sender if sender is not None else self._kernel_pid()
+            reg = (C.REG_SEND, frm, EMPTY, Atom(name))
+            self._with(Atom(peer), lambda c: c.send(reg, msg))
+
+    def send_alias(self, sender: Pid | None, alias: Ref, msg: Term) -> None:
+        frm = sender if sender is not None else self._kernel_pid()
+        self._with(alias.node, lambda c: c.send((C.ALIAS_SEND, frm, alias), msg))
+
+    def link(self, local: Pid, remote: Pid) -> None:
+        def act(c: Connection) -> None:
+            c.links.add((local, remote))
+            c.send((C.LINK, local, remote))
+
+        self._with(remote.node, act, lambda: self.node.signal_exit(remote, local, NOCONNECTION, True))
+
+    def unlink(self, local: Pid, remote: Pid) -> None:
+        def act(c: Connection) -> None:
+            c.links.discard((local, remote))
+            c.send((C.UNLINK_ID, next(c.unlink_ids), local, remote))
+
+        conn = self.conns.get(remote.node)
+        if conn is not None:
+            act(conn)
+
+    def exit_signal(self, sender: Pid, remote: Pid, reason: Term, via_link: bool) -> None:
+        conn = self.conns.get(remote.node)
+        if via_link:
+            if conn is not None:
+                conn.links.discard((sender, remote))
+                conn.send((C.PAYLOAD_EXIT, sender, remote), wire_reason(reason))
+            return
+        self._with(remote.node, lambda c: c.send((C.PAYLOAD_EXIT2, sender, remote), wire_reason(reason)))
+
+    def monitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None:
+        if type(target) is Pid:
+            peer, wire_target, down_as = target.node, target, target
+        else:
+            peer, wire_target, down_as = Atom(target[1]), Atom(target[0]), target  # type: ignore[assignment]
+
+        def act(c: Connection) -> None:
+            c.monitors[ref] = (watcher, down_as)
+            c.send((C.MONITOR_P, watcher, wire_target, ref))
+
+        self._with(peer, act, lambda: self.node.signal_down(watcher, ref, down_as, NOCONNECTION))  # type: ignore[arg-type]
+
+    def demonitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None:
+        peer = target.node if type(target) is Pid else Atom(target[1])
+        wire_target = target if type(target) is Pid else Atom(target[0])
+        conn = self.conns.get(peer)
+        if conn is not None and conn.monitors.pop(ref, None) is not None:
+            conn.send((C.DEMONITOR_P, watcher, wire_target, ref))
+
+    def down(self, target: Pid, watcher: Pid, ref: Ref, reason: Term) -> None:
+        conn = self.conns.get(watcher.node)
+        if conn is None:
+            return
+        entry = conn.watched.pop(ref, None)
+        if entry is None:
+            return
+        frm: Term = entry[1] if entry[1] is not None else target
+        conn.send((C.PAYLOAD_MONITOR_P_EXIT, frm, watcher, ref), wire_reason(reason))
+
+    # --- node monitoring ----------------------------------------------------
+
+    def monitor_nodes(self, pid: Pid, on: bool) -> None:
+        if on:
+            self.node_subscribers[pid] = self.node_subscribers.get(pid, 0) + 1
+        else:
+            n = self.node_subscribers.get(pid, 0) - 1
+            if n > 0:
+                self.node_subscribers[pid] = n
+            else:
+                self.node_subscribers.pop(pid, None)
+
+    def monitor_node(self, pid: Pid, peer: Atom, on: bool) -> None:
+        watchers = self.node_watchers.setdefault(peer, {})
+        if on:
+            watchers[pid] = watchers.get(pid, 0) + 1
+            if peer not in self.conns:
+                self._with(peer, lambda c: None)
+        else:
+            watchers.pop(pid, None)
+
+    # --- spawn and rpc on behalf of peers -----------------------------------
+
+    def spawn_request(self, conn: Connection, ctrl: tuple[Term, ...], args: Term) -> None:
+        req_id, requester, mfa, opts = ctrl[1], ctrl[2], ctrl[4], ctrl[5]
+        module, function, arity = mfa
+        options = set()
+        for opt in opts if isinstance(opts, list) else []:
+            options.add(opt if isinstance(opt, str) else opt[0] if isinstance(opt, tuple) and opt else None)
+        link = "link" in options
+        monitor = "monitor" in options
+        if not isinstance(args, list) or len(args) != arity:
+            conn.send((C.SPAWN_REPLY, req_id, requester, 0, Atom("badarg")))
+            return
+        body = self._spawn_body(str(module), str(function), args)
+        if body is None:
+            conn.send((C.SPAWN_REPLY, req_id, requester, 0, Atom("notsup")))
+            return
+        pid = self.node.spawn(body, (), link_to=None, name=None, initial_call=f"{module}:{function}/{arity}")
+        proc = self.node.local(pid)
+        flags = 0
+        if proc is not None:
+            if link:
+                proc.add_link(requester)
+                conn.links.add((pid, requester))
+                flags |= C.SPAWN_REPLY_LINKED
+            if monitor:
+                proc.add_watcher(req_id, requester)
+                conn.watched[req_id] = (pid, None)
+                flags |= C.SPAWN_REPLY_MONITORED
+        conn.send((C.SPAWN_REPLY, req_id, requester, flags, pid))
+
+    def _spawn_body(self, module: str, function: str, args: list[Term]) -> Callable[[], object] | None:
+        if (module, function) == ("erpc", "execute_call") and len(args) == 4:
+            tag, m, f, a = args
+            return lambda: self._erpc_execute(tag, str(m), str(f), a)
+        target = f"{module}:{function}"
+        if target not in self.options.spawn_allow:
+            log.warning("refused a spawn of %s from a peer: not in spawn_allow", target)
+            return None
+        fn = _resolve(module, function)
+        if fn is None:
+            return None
+        return lambda: fn(*args)
+
+    async def _erpc_execute(self, tag: Term, module: str, function: str, args: Term) -> None:
+        """erpc:execute_call/4 as Erlang runs it: the outcome is the exit reason."""
+        outcome = await self.apply(module, function, args)
+        if outcome[0] == "return":
+            raise Exit((tag, Atom("return"), outcome[1]))
+        raise Exit((tag, Atom("error"), outcome[1], []))
+
+    async def apply(self, module: str, function: str, args: Term) -> tuple[str, Term]:
+        """Run an allow-listed `module.function(*args)`: ("return", value) or
+        ("error", erlang_reason)."""
+        if not self._allowed(module, function) or not isinstance(args, list):
+            log.warning("refused an rpc of %s:%s from a peer: not in rpc_allow", module, function)
+            return ("error", UNDEF)
+        fn = _resolve(module, function)
+        if fn is None:
+            return ("error", UNDEF)
+        try:
+            result = fn(*args)
+            if asyncio.iscoroutine(result):
+                result = await result
+        except Exception as exc:
+            return ("error", wire_reason(exc))
+        return ("return", result)
+
+    def _allowed(self, module: str, function: str) -> bool:
+        allow = self.options.rpc_allow
+        return module in allow or f"{module}:{function}" in allow
+
+    def spawn_reply(self, conn: Connection, ctrl: tuple[Term, ...]) -> None:
+        req_id, to, flags, result = ctrl[1], ctrl[2], ctrl[3], ctrl[4]
+        waiting = self.spawn_waiters.pop(req_id, None)
+        if type(result) is Pid and flags & C.SPAWN_REPLY_LINKED:
+            conn.links.add((to, result))
+        proc = self.node.local(to)
+        if type(result) is Pid and flags & C.SPAWN_REPLY_MONITORED:
+            conn.monitors[req_id] = (to, result)
+            if proc is not None:
+                proc.add_monitor(req_id, result)  # its DOWN names the new pid
+        elif proc is not None:
+            proc.pop_monitor(req_id)
+        if waiting is not None:
+            self.node.send(waiting[0], (Atom("spawn_reply"), req_id, Atom("ok") if type(result) is Pid else Atom("error"), result))
+
+    def spawn_remote(self, requester: Process, peer: Atom, target: str, args: list[Term], *, link: bool, monitor: bool) -> Ref:
+        module, _, function = target.partition(":")
+        ref = self.node.make_ref()
+        opts: list[Term] = []
+        if link:
+            opts.append(Atom("link"))
+        if monitor:
+            opts.append(Atom("monitor"))
+            requester.add_monitor(ref, (EMPTY, peer))  # replaced by the pid on reply
+        self.spawn_waiters[ref] = (requester.pid, peer)
+        ctrl = (C.SPAWN_REQUEST, ref, requester.pid, requester.pid, (Atom(module), Atom(function), len(args)), opts)
+
+        def fail() -> None:
+            self.spawn_waiters.pop(ref, None)
+            self.node.send(requester.pid, (Atom("spawn_reply"), ref, Atom("error"), NOCONNECTION))
+
+        self._with(peer, lambda c: c.send(ctrl, list(args)), fail)
+        return ref
+
+    # --- net_kernel and rex -------------------------------------------------
+
+    def _kernel_pid(self) -> Pid:
+        proc = self.node.names.get("net_kernel")
+        if proc is None:
+            raise RuntimeError("net_kernel is not running")
+        return proc.pid
+
+    async def _net_kernel(self) -> None:
+        """Answers `net_adm:ping` ('$gen_call' {is_auth, Node} -> yes)."""
+        from ..process import receive
+
+        while True:
+            msg = await receive()
+            match msg:
+                case ("$gen_call", (Pid() as pid, tag), ("is_auth", _)):
+                    reply((pid, tag), Atom("yes"))
+                case ("$gen_call", (Pid() as pid, tag), _):
+                    reply((pid, tag), Atom("ignored"))
+
+    async def _rex(self) -> None:
+        """Answers `rpc:call`'s legacy path: '$gen_call' {call, M, F, A, GL}."""
+        from ..process import receive
+
+        while True:
+            msg = await receive()
+            match msg:
+                case ("$gen_call", (Pid() as pid, tag), ("call", m, f, a, _)):
+                    self.node.spawn(self._rex_call, ((pid, tag), str(m), str(f), a), link_to=None, name=None)
+                case ("$gen_cast", ("cast", m, f, a, _)):
+                    self.node.spawn(self.apply, (str(m), str(f), a), link_to=None, name=None)
+
+    async def _rex_call(self, from_: tuple[Pid, Term], module: str, function: str, args: Term) -> None:
+        outcome = await self.apply(module, function, args)
+        if outcome[0] == "return":
+            reply(from_, outcome[1])
+        else:
+            reply(from_, (Atom("badrpc"), (Atom("EXIT"), (outcome[1], []))))
+
+
+class _OnFail:
+    """A queued action that only runs when connecting fails."""
+
+    __slots__ = ("fail",)
+
+    def __init__(self, fail: Callable[[], None]) -> None:
+        self.fail = fail
+
+    def __call__(self, conn: Connection) -> None:
+        pass
+
+
+def reply(from_: tuple[Pid, Term], value: Term) -> None:
+    """`gen:reply/2` for a From that may carry Erlang's `[alias | Ref]` tag."""
+    pid, tag = from_
+    node = _current.get().node
+    if isinstance(tag, etf.ImproperList) and tag.items == [ALIAS] and type(tag.tail) is Ref:
+        node.send_alias(tag.tail, (tag, value))
+    else:
+        _gen.reply((pid, tag), value)
+
+
+def _resolve(module: str, function: str) -> Callable[..., object] | None:
+    """`module.function`, importing `module` (which an allow-list named)."""
+    if function.startswith("_"):
+        return None
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    fn = getattr(mod, function, None)
+    return fn if callable(fn) else None

@@ -1,0 +1,68 @@
+"""`beamish node`: a distributed node that runs until SIGINT/SIGTERM.
+
+The CLI (`beamish.cli`) registers `add_arguments` and `main` as its `node`
+subcommand; this module is the part that knows about distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from ..node import Node, _loop_factory
+from . import _api
+
+log = logging.getLogger("beamish.dist")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, help="the node's name, e.g. py@127.0.0.1")
+    parser.add_argument("--cookie", help="the cluster's cookie (default: $BEAMISH_COOKIE, then ~/.erlang.cookie)")
+    parser.add_argument("--listen", default="127.0.0.1", help="address to accept connections on (default: loopback)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
+    parser.add_argument(
+        "--rpc-allow",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a Python module (or module:function) peers may rpc; repeatable; none by default",
+    )
+    parser.add_argument(
+        "--spawn-allow",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="a function peers may spawn (Node.spawn); repeatable; none by default",
+    )
+    parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the node until a signal asks it to stop; leave the cluster cleanly."""
+    node = Node(args.name)
+
+    async def serve() -> None:
+        await _api.start(
+            cookie=args.cookie,
+            listen=args.listen,
+            port=args.port,
+            rpc_allow=args.rpc_allow,
+            spawn_allow=args.spawn_allow,
+        )
+        for peer in args.connect:
+            if not await _api.connect(peer):
+                log.warning("could not connect to %s", peer)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"node {node.name} up on {args.listen}:{_api.kernel().port}", flush=True)
+        await stop.wait()
+        print(f"node {node.name} leaving the cluster", flush=True)
+        await _api.stop()
+
+    with asyncio.Runner(loop_factory=_loop_factory(None)) as runner:
+        runner.run(node.run(serve))
+    return 0

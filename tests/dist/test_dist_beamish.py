@@ -1,0 +1,146 @@
+"""Two beamish nodes in one cluster, talking the Erlang distribution protocol
+over real loopback TCP: calls, sends, links, monitors, remote spawn, rpc,
+node down and a restarted node (new creation).
+
+Both nodes share one event loop here (a Node is only tied to its processes,
+not to a thread), which keeps the tests fast; `make demo --nodes` and the
+cluster tests run nodes in separate OS processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+import beamish
+from beamish import Atom, From, GenServer, Node, Pid, Reply
+from beamish import dist
+from beamish.dist import rpc
+from beamish.terms import Term
+from beamish.testing import ANY, assert_receive
+from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
+
+pytestmark = pytest.mark.interop  # needs an epmd (the system's, or our embedded one)
+
+
+class Counter(GenServer):
+    def init(self, start: int) -> int:
+        return start
+
+    def handle_call(self, request: Term, from_: From, n: int) -> Reply:
+        match request:
+            case "incr":
+                return Reply(n + 1, n + 1)
+            case ("echo", value):
+                return Reply(value, n)
+        return Reply(("unknown", request), n)
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+async def report_to(parent: Pid, value: Term) -> None:
+    beamish.send(parent, ("spawned_ran", beamish.self(), value))
+    await beamish.receive(lambda m: m == "stop")
+
+
+def two_nodes(server: Callable[[], Awaitable[Term]], client: Callable[[Atom], Awaitable[Term]], **server_options: Term) -> Term:
+    """Run `server()` on node A and `client(a_name)` on node B, in one loop;
+    return the client's result. Node A lives until the client is done."""
+    ensure_epmd()
+    cookie = new_cookie()
+    a = Node(f"{unique_name('a')}@{HOST}")
+    b = Node(f"{unique_name('b')}@{HOST}")
+    ready: asyncio.Event
+    done: asyncio.Event
+
+    async def a_main() -> None:
+        await dist.start(cookie=cookie, **server_options)  # type: ignore[arg-type]
+        await server()
+        ready.set()
+        await done.wait()
+        await dist.stop()
+
+    async def b_main() -> Term:
+        await dist.start(cookie=cookie)
+        await ready.wait()
+        try:
+            return await client(a.name)
+        finally:
+            done.set()
+            await dist.stop()
+
+    async def both() -> Term:
+        nonlocal ready, done
+        ready, done = asyncio.Event(), asyncio.Event()
+        _, result = await asyncio.wait_for(asyncio.gather(a.run(a_main), b.run(b_main)), 60)
+        return result
+
+    return asyncio.run(both())
+
+
+def test_call_cast_and_send_across_nodes() -> None:
+    async def server() -> None:
+        await Counter.start(0, name="counter")
+
+    async def client(a: Atom) -> Term:
+        assert await dist.ping(a) == "pong"
+        assert await GenServer.call(("counter", a), "incr") == 1
+        assert await GenServer.call(("counter", a), ("echo", "text")) == "text"  # str survives beamish<->beamish
+        assert await GenServer.call(("counter", a), ("echo", b"bytes")) == b"bytes"
+        return await GenServer.call(("counter", a), "incr")
+
+    assert two_nodes(server, client) == 2
+
+
+def test_remote_spawn_link_monitor_and_rpc() -> None:
+    async def server() -> None:
+        pass
+
+    async def client(a: Atom) -> Term:
+        me = beamish.self()
+        pid, ref = await dist.spawn(a, "tests.dist.test_dist_beamish:report_to", me, 21, monitor=True)
+        assert pid.node == a
+        await assert_receive(("spawned_ran", pid, 21), timeout=5)
+        beamish.send(pid, "stop")
+        await assert_receive(("DOWN", ref, "process", pid, "normal"), timeout=5)
+        with pytest.raises(beamish.Exit):
+            await dist.spawn(a, "os:getcwd")  # not allowed
+        assert await rpc.call(a, "tests.dist.test_dist_beamish", "double", [21]) == 42
+        with pytest.raises(rpc.BadRpc):
+            await rpc.call(a, "os", "getcwd", [])
+        return "ok"
+
+    assert two_nodes(
+        server,
+        client,
+        spawn_allow=["tests.dist.test_dist_beamish:report_to"],
+        rpc_allow=["tests.dist.test_dist_beamish"],
+    ) == "ok"
+
+
+def test_links_and_monitors_across_nodes_and_node_down() -> None:
+    async def server() -> None:
+        async def victim() -> None:
+            await beamish.receive(lambda m: m == "die")
+            raise beamish.Exit("remote_boom")
+
+        beamish.spawn(victim, name="victim")
+        beamish.spawn(beamish.receive, name="sleeper")
+
+    async def client(a: Atom) -> Term:
+        beamish.process_flag("trap_exit", True)
+        ref = beamish.monitor(("victim", a))
+        beamish.send(("victim", a), "die")
+        await assert_receive(("DOWN", ref, "process", (Atom("victim"), a), "remote_boom"), timeout=5)
+        ref2 = beamish.monitor(("victim", a))
+        await assert_receive(("DOWN", ref2, "process", ANY, "noproc"), timeout=5)
+        dist.monitor_nodes(True)
+        assert dist.disconnect(a)
+        await assert_receive(("nodedown", a), timeout=5)
+        return "ok"
+
+    assert two_nodes(server, client) == "ok"

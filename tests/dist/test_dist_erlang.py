@@ -1,0 +1,322 @@
+"""A beamish node in a cluster with real Erlang and Elixir nodes, both ways:
+ping, send, registered send, GenServer calls, links and monitors with kills
+and node deaths, rpc, large and compressed messages, many concurrent calls.
+
+One Erlang node serves the whole module (starting one costs about a second);
+each test starts its own beamish node, with a unique name, as the test's
+first process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+import beamish
+from beamish import Atom, From, GenServer, Pid, Reply
+from beamish import dist
+from beamish.dist import rpc
+from beamish.terms import Term
+from beamish.testing import ANY, assert_receive, wait_for_exit
+from tests.interop.erlang import HOST, ErlNode, erl_eval, erl_node, require, unique_name
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(scope="module")
+def erl() -> Iterator[ErlNode]:
+    require("erl")
+    with erl_node("erl") as node:
+        yield node
+
+
+async def start_node(erl: ErlNode, **options: Term) -> Atom:
+    """Make the test's node distributed with the Erlang node's cookie."""
+    await dist.start(cookie=erl.cookie, **options)
+    return dist.node()
+
+
+def py_name() -> str:
+    return f"{unique_name('py')}@{HOST}"
+
+
+async def erl_do(node: str, code: str) -> Term:
+    """Evaluate Erlang `code` (expressions ending in a value) on `node`,
+    through our own rpc: erl_scan, erl_parse, erl_eval."""
+    ok, tokens, _ = await rpc.call(node, "erl_scan", "string", [[ord(c) for c in code]], timeout=10)
+    assert ok == "ok", tokens
+    ok, exprs = await rpc.call(node, "erl_parse", "parse_exprs", [tokens], timeout=10)
+    assert ok == "ok", exprs
+    value, result, _ = await rpc.call(node, "erl_eval", "exprs", [exprs, []], timeout=10)
+    assert value == "value"
+    return result
+
+
+async def erl_run(code: str, cookie: str) -> str:
+    """Run `code` on a fresh, short-lived Erlang node (in a thread, so this
+    node keeps answering) and return what it printed."""
+    return await beamish.to_thread(erl_eval, code, name=unique_name("probe"), cookie=cookie)
+
+
+# --- connecting -------------------------------------------------------------
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_beamish_pings_erlang_and_sees_it_in_nodes(erl: ErlNode) -> None:
+    await start_node(erl)
+    assert await dist.ping(erl.name) == "pong"
+    assert Atom(erl.name) in dist.nodes()
+    assert await rpc.call(erl.name, "erlang", "node", []) == Atom(erl.name)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_pings_beamish(erl: ErlNode) -> None:
+    me = await start_node(erl)
+    out = await erl_run(f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", erl.cookie)
+    assert out.strip() == "pong"
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_wrong_cookie_is_refused_both_ways_and_nothing_crashes(erl: ErlNode) -> None:
+    me = await start_node(erl)
+    wrong = "not" + erl.cookie
+    out = await beamish.to_thread(
+        erl_eval, f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", name=unique_name("bad"), cookie=wrong
+    )
+    assert out.strip() == "pang"
+    with erl_node("badcookie", cookie=wrong) as other:
+        assert await dist.ping(other.name) == "pang"
+        assert Atom(other.name) not in dist.nodes()
+    # Both sides still work.
+    assert await dist.ping(erl.name) == "pong"
+
+
+# --- messages ---------------------------------------------------------------
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_send_to_a_registered_erlang_process_and_get_the_reply(erl: ErlNode) -> None:
+    await start_node(erl)
+    await erl_do(
+        erl.name,
+        "catch unregister(echo), register(echo, spawn(fun Loop() -> "
+        "receive {From, Msg} -> From ! {echo, Msg}, Loop() end end)), ok.",
+    )
+    me = beamish.self()
+    payload = (1, 2.5, -(2**70), [b"bin", Atom("atom")], {"key": [1, 2]}, me, beamish.make_ref())
+    beamish.send((Atom("echo"), Atom(erl.name)), (me, payload))
+    _, back = await assert_receive(("echo", ANY), timeout=5)
+    # str goes out as a binary and comes back as bytes: the documented mapping.
+    assert back == (1, 2.5, -(2**70), [b"bin", Atom("atom")], {b"key": [1, 2]}, me, payload[-1])
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_sends_to_a_registered_beamish_process(erl: ErlNode) -> None:
+    me = await start_node(erl)
+    beamish.register("inbox", beamish.self())
+    await erl_do(erl.name, f"{{inbox, '{me}'}} ! {{hello, self(), <<\"from erlang\">>}}, ok.")
+    _, pid, text = await assert_receive(("hello", Pid, ANY), timeout=5)
+    assert pid.node == erl.name and text == b"from erlang"
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_large_and_compressed_messages_cross_intact(erl: ErlNode) -> None:
+    await start_node(erl)
+    await erl_do(
+        erl.name,
+        "catch unregister(big), register(big, spawn(fun Loop() -> "
+        "receive {From, Bin} -> From ! {size, byte_size(Bin), erlang:md5(Bin)}, "
+        "From ! {back, binary_to_term(term_to_binary(Bin, [compressed]))}, Loop() end end)), ok.",
+    )
+    import hashlib
+    import os
+
+    blob = os.urandom(1024) * 2048  # 2 MiB, compressible
+    beamish.send((Atom("big"), Atom(erl.name)), (beamish.self(), blob))
+    _, size, digest = await assert_receive(("size", int, bytes), timeout=10)
+    assert size == len(blob) and digest == hashlib.md5(blob).digest()
+    _, back = await assert_receive(("back", bytes), timeout=10)
+    assert back == blob
+
+
+# --- GenServer calls both ways ----------------------------------------------
+
+
+class KV(GenServer):
+    def init(self, _: Term) -> dict[Term, Term]:
+        return {}
+
+    def handle_call(self, request: Term, from_: From, state: dict[Term, Term]) -> Reply:
+        match request:
+            case ("put", k, v):
+                return Reply(Atom("ok"), {**state, k: v})
+            case ("get", k):
+                return Reply(state.get(k), state)
+        return Reply(("unknown", request), state)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_beamish_calls_an_erlang_gen_server(erl: ErlNode) -> None:
+    me = await start_node(erl)
+    assert await GenServer.call((Atom("net_kernel"), Atom(erl.name)), (Atom("is_auth"), me)) == "yes"
+    apps = await GenServer.call((Atom("application_controller"), Atom(erl.name)), Atom("which_applications"))
+    assert any(app[0] == "kernel" for app in apps)
+    # Many concurrent calls, from 200 processes at once.
+    async def caller(n: int) -> None:
+        got = await rpc.call(erl.name, "erlang", "abs", [-n])
+        beamish.send(parent, ("result", n, got))
+
+    parent = beamish.self()
+    for n in range(200):
+        beamish.spawn(caller, n)
+    seen = {(await assert_receive(("result", int, int), timeout=10))[1] for _ in range(200)}
+    assert seen == set(range(200))
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_calls_a_beamish_gen_server(erl: ErlNode) -> None:
+    me = await start_node(erl)
+    await KV.start_link(None, name="kv")
+    got = await erl_do(
+        erl.name,
+        f"ok = gen_server:call({{kv, '{me}'}}, {{put, a, <<\"one\">>}}), gen_server:call({{kv, '{me}'}}, {{get, a}}).",
+    )
+    assert got == b"one"
+    # A call to a name nobody has: noproc, promptly.
+    got = await erl_do(erl.name, f"catch gen_server:call({{nobody, '{me}'}}, hi, 2000).")
+    assert got[0] == "EXIT" and got[1][0] == "noproc"
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_elixir_calls_a_beamish_gen_server(erl: ErlNode) -> None:
+    require("elixir")
+    me = await start_node(erl)
+    await KV.start_link(None, name="kv")
+    script = (
+        f':ok = GenServer.call({{:kv, :"{me}"}}, {{:put, :lang, "elixir"}}); '
+        f'IO.inspect(GenServer.call({{:kv, :"{me}"}}, {{:get, :lang}}))'
+    )
+    done = await beamish.to_thread(
+        subprocess.run,
+        ["elixir", "--name", f"{unique_name('ex')}@{HOST}", "--cookie", erl.cookie, "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '"elixir"'
+
+
+# --- links and monitors -----------------------------------------------------
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_monitor_an_erlang_process_and_see_it_killed(erl: ErlNode) -> None:
+    await start_node(erl)
+    pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> ok end end).")
+    assert type(pid) is Pid
+    ref = beamish.monitor(pid)
+    beamish.exit(pid, "kill")
+    await assert_receive(("DOWN", ref, "process", pid, "killed"), timeout=5)
+    # Monitoring it again: noproc.
+    ref2 = beamish.monitor(pid)
+    await assert_receive(("DOWN", ref2, "process", pid, "noproc"), timeout=5)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_links_carry_exits_both_ways(erl: ErlNode) -> None:
+    await start_node(erl)
+    beamish.process_flag("trap_exit", True)
+    # An Erlang process that links to us and dies with a reason.
+    me = beamish.self()
+    erl_pid = await erl_do(
+        erl.name,
+        "spawn(fun() -> receive {link_to, P} -> link(P), P ! linked, receive die -> exit(boom) end end end).",
+    )
+    assert type(erl_pid) is Pid
+    beamish.send(erl_pid, (Atom("link_to"), me))
+    await assert_receive("linked", timeout=5)
+    beamish.send(erl_pid, Atom("die"))
+    await assert_receive(("EXIT", erl_pid, "boom"), timeout=5)
+
+    # Our process linked to an Erlang one: we crash, it dies with our reason.
+    watcher = await erl_do(
+        erl.name,
+        "spawn(fun() -> process_flag(trap_exit, true), "
+        "receive {link_to, P, ReplyTo} -> link(P), ReplyTo ! linked, "
+        "receive {'EXIT', P, R} -> ReplyTo ! {erlang_saw, R} end end end).",
+    )
+
+    async def doomed() -> None:
+        await beamish.receive(lambda m: m == "crash")
+        raise beamish.Exit("from_python")
+
+    victim = beamish.spawn(doomed)
+    beamish.send(watcher, (Atom("link_to"), victim, me))
+    await assert_receive("linked", timeout=5)
+    beamish.send(victim, "crash")
+    await assert_receive(("erlang_saw", "from_python"), timeout=5)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_monitors_a_beamish_process(erl: ErlNode) -> None:
+    await start_node(erl)
+    me = beamish.self()
+    target = beamish.spawn(beamish.receive)
+    watcher = await erl_do(
+        erl.name,
+        "spawn(fun() -> receive {watch, P, ReplyTo} -> Ref = monitor(process, P), ReplyTo ! watching, "
+        "receive {'DOWN', Ref, process, P, R} -> ReplyTo ! {down, R} end end end).",
+    )
+    beamish.send(watcher, (Atom("watch"), target, me))
+    await assert_receive("watching", timeout=5)
+    beamish.exit(target, "kill")
+    await assert_receive(("down", "killed"), timeout=5)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_node_death_gives_noconnection_and_nodedown() -> None:
+    with erl_node("doomed") as erl:
+        await start_node(erl)
+        dist.monitor_nodes(True)
+        pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> ok end end).")
+        await assert_receive(("nodeup", Atom(erl.name)), timeout=5)
+        ref = beamish.monitor(pid)
+        beamish.process_flag("trap_exit", True)
+        beamish.link(pid)
+        erl.proc.kill()
+        await assert_receive(("DOWN", ref, "process", pid, "noconnection"), timeout=10)
+        await assert_receive(("EXIT", pid, "noconnection"), timeout=5)
+        await assert_receive(("nodedown", Atom(erl.name)), timeout=5)
+        assert Atom(erl.name) not in dist.nodes()
+        with pytest.raises(rpc.BadRpc):
+            await rpc.call(erl.name, "erlang", "node", [], timeout=5)
+
+
+# --- rpc both ways ----------------------------------------------------------
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_rpc_calls_allowed_python_and_is_refused_otherwise(erl: ErlNode) -> None:
+    me = await start_node(erl, rpc_allow=["math"])
+    code = (
+        f"io:format(\"~p~n~p~n~p~n~p~n\", [rpc:call('{me}', math, sqrt, [16.0]), "
+        f"erpc:call('{me}', math, pow, [2.0, 10.0]), "
+        f"rpc:call('{me}', os, getcwd, []), "
+        f"rpc:call('{me}', math, sqrt, [-1.0])]), halt()."
+    )
+    lines = (await erl_run(code, erl.cookie)).split("\n")
+    assert lines[0] == "4.0"
+    assert lines[1] == "1024.0"
+    assert lines[2].startswith("{badrpc,{'EXIT',{undef")  # not allow-listed: as if undefined
+    assert lines[3].startswith("{badrpc,{'EXIT',{{python,'ValueError'")
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_wait_for_exit_of_a_remote_process(erl: ErlNode) -> None:
+    await start_node(erl)
+    pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> exit(done) end end).")
+    beamish.send(pid, Atom("stop"))
+    assert await wait_for_exit(pid, timeout=5) in ("done", "noproc")
