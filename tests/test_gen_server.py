@@ -266,3 +266,18 @@ async def test_parent_shutdown_runs_terminate_when_trapping() -> None:
 async def test_get_state_system_message() -> None:
     pid = await Stack.start_link([1, 2])
     assert await beamish._gen.call(pid, "get_state", label=beamish._gen.SYSTEM) == [1, 2]
+
+
+async def test_raising_exit_in_a_callback_stops_with_that_reason() -> None:
+    from beamish.testing import wait_for_exit
+
+    class Quitter(GenServer):
+        def init(self, _: object) -> None:
+            return None
+
+        def handle_cast(self, request: object, state: None) -> NoReply:
+            raise beamish.Exit(("quit", request))
+
+    pid = await Quitter.start(None)
+    GenServer.cast(pid, "now")
+    assert await wait_for_exit(pid) == ("quit", "now")

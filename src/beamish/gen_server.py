@@ -477,6 +477,9 @@ class _Loop:
         return None
 
     def crashed(self, exc: BaseException) -> Awaitable[None] | None:
+        if isinstance(exc, Exit):
+            # `raise Exit(reason)` in a callback is `exit(Reason)`: a stop with that reason.
+            return self.terminate(exc.exit_reason)
         return self.terminate(exc, crashed=exc)
 
     def terminate(self, reason: Term, crashed: BaseException | None = None) -> Awaitable[None] | None:
