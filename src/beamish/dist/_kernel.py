@@ -36,6 +36,10 @@ EMPTY: Final = Atom("")
 ALIAS: Final = Atom("alias")
 UNDEF: Final = Atom("undef")
 _NO_PAYLOAD: Final = object()
+HELLO: Final = Atom("beamish_peer")
+"""The name a beamish node sends its first message to on a new connection.
+An Erlang node drops it (no process has that name); a beamish node learns
+that the peer is beamish and decodes its str and bytes apart."""
 
 
 @dataclass
@@ -81,6 +85,9 @@ class Connection:
         self.watched: dict[Ref, tuple[Pid, Atom | None]] = {}
         self.unlink_ids = itertools.count(1)
         self.reader: asyncio.Task[None] | None = None
+        # Whether the peer announced itself as a beamish node (see `HELLO`):
+        # then its binaries decode as str and its BIT_BINARY-8 as bytes.
+        self.beamish = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.node.name} -> {self.peer}>"
@@ -90,9 +97,11 @@ class Connection:
     def send(self, ctrl: tuple[Term, ...], payload: Term = _NO_PAYLOAD) -> None:
         if not self.alive:
             return
-        parts = [b"\x70", etf.encode(ctrl)]
+        # Always the beamish encoding: Erlang reads it as the ordinary terms
+        # they are, and a beamish peer keeps str and bytes apart.
+        parts = [b"\x70", etf.encode(ctrl, beamish_peer=True)]
         if payload is not _NO_PAYLOAD:
-            parts.append(etf.encode(payload))
+            parts.append(etf.encode(payload, beamish_peer=True))
         self.stream.write_frame(b"".join(parts))
 
     # --- receiving ----------------------------------------------------------
@@ -117,13 +126,16 @@ class Connection:
         if not frame or frame[0] != C.PASS_THROUGH:
             raise etf.DecodeError(f"unsupported frame header {bytes(frame[:1])!r} (no atom cache was agreed)")
         limits = self.kernel.options.limits
-        ctrl, offset = etf.decode_prefix(frame, 1, limits=limits)
+        beamish = self.beamish
+        ctrl, offset = etf.decode_prefix(frame, 1, limits=limits, beamish_peer=beamish)
         if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
             raise etf.DecodeError(f"control message is not an operation tuple: {ctrl!r}")
         op = ctrl[0]
         payload: Term = None
         if op in C.WITH_PAYLOAD:
-            payload, offset = etf.decode_prefix(frame, offset, limits=limits)
+            payload, offset = etf.decode_prefix(frame, offset, limits=limits, beamish_peer=beamish)
+        if offset != len(frame):
+            raise etf.DecodeError(f"{len(frame) - offset} trailing bytes after {C.name_of(op)}", offset)
         handler = _HANDLERS.get(op)
         if handler is None:
             log.warning("ignoring %s from %s", C.name_of(op), self.peer)
@@ -143,6 +155,9 @@ class Connection:
 
     def _reg_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
         # REG_SEND {6, From, _, ToName}: unknown names drop the message, as in Erlang.
+        if ctrl[3] == HELLO:
+            self.beamish = True
+            return
         proc = self.node.names.get(ctrl[3])
         if proc is not None:
             proc.deliver(msg)
@@ -351,6 +366,7 @@ class Kernel:
         )
         conn = Connection(self, peer, result.peer_flags, result.peer_creation, stream)
         self.conns[peer] = conn
+        conn.send((C.REG_SEND, self._kernel_pid(), EMPTY, HELLO), (Atom("beamish"), 1))
         conn.reader = self.node.loop.create_task(conn.run())
         for action in self.queued.pop(peer, ()):
             action(conn)
