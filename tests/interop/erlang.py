@@ -132,3 +132,5 @@ def erl_node(prefix: str = "erl", *, cookie: str | None = None, elixir: bool = F
     finally:
         proc.kill()
         proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
