@@ -500,7 +500,15 @@ _leaves = st.one_of(
     st.builds(_make_port, st.just("a@h"), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)),
     st.builds(ExportFun, _atoms, _atoms, st.integers(0, 255)),
 )
-_keys = st.recursive(st.one_of(_atoms, st.integers(), st.binary(max_size=8)), lambda inner: st.tuples(inner, inner), max_leaves=4)
+_keys = st.recursive(
+    st.one_of(_atoms, st.integers(), st.binary(max_size=8)),
+    lambda inner: st.one_of(
+        st.tuples(inner, inner),
+        st.lists(inner, max_size=3).map(FrozenList),
+        st.dictionaries(inner, inner, max_size=2).map(FrozenMap),
+    ),
+    max_leaves=4,
+)
 
 
 def _extend(inner: st.SearchStrategy[Term]) -> st.SearchStrategy[Term]:

@@ -430,7 +430,8 @@ def encode_into(
     out: bytearray, term: Term, *, beamish_peer: bool = False, structs: StructRegistry = DEFAULT_STRUCTS
 ) -> None:
     """Append `term`'s encoding to `out` without the version byte (for
-    distribution headers, which carry terms bare)."""
+    distribution headers, which carry terms bare). On EncodeError `out` may
+    hold part of the encoding: discard it."""
     table = structs._table(beamish_peer)
     try:
         _enc(term, out, table)
@@ -740,9 +741,26 @@ _LATIN1_ATOMS: dict[bytes, Term] = {b"true": True, b"false": False, b"nil": None
 _NODES: dict[bytes, Atom] = {}
 _ATOM_TABLE: Final = Atom._table
 _PLAIN: Final = _Decoder(DEFAULT_LIMITS, "bytes", False, None, DEFAULT_STRUCTS)
-_new_pid = Pid._make
 _MISSING: Final = object()
-_new_ref = Ref._make
+_pid_init: Final = Pid.__init__
+_ref_init: Final = Ref.__init__
+
+
+# Pid._make / Ref._make go through the no-public-constructor metaclass and
+# type.__call__; building the instance directly saves ~40% (0.5 -> 0.3 us),
+# which matters for the ref in every call.
+def _new_pid(node: Atom, id_: int, serial: int, creation: int) -> Pid:
+    pid: Pid = object.__new__(Pid)
+    _pid_init(pid, node, id_, serial, creation)
+    return pid
+
+
+def _new_ref(node: Atom, creation: int, ids: tuple[int, ...]) -> Ref:
+    ref: Ref = object.__new__(Ref)
+    _ref_init(ref, node, creation, ids)
+    return ref
+
+
 # Encoded NEW_PID_EXT body -> Pid: the same few pids (callers, servers) fill a
 # connection's traffic, and building a Pid costs as much as decoding the rest
 # of a gen_call. Cleared when full, so it stays small.
