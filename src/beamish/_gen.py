@@ -245,8 +245,8 @@ async def start(
 
     def is_ack(m: Term) -> bool:
         return type(m) is tuple and (
-            (len(m) == 3 and m[1] is ref and m[0] is ACK)
-            or (len(m) == 5 and m[1] is ref and m[0] == DOWN)
+            (len(m) == 3 and (m[1] is ref or m[1] == ref) and m[0] is ACK)
+            or (len(m) == 5 and (m[1] is ref or m[1] == ref) and m[0] == DOWN)
         )
 
     try:
@@ -266,7 +266,7 @@ async def start(
             return pid
         # Wait for the process to be gone, as proc_lib does, so a supervisor
         # restarting it never races its own dying child.
-        down = await receive(lambda m: type(m) is tuple and len(m) == 5 and m[1] is ref and m[0] == DOWN)
+        down = await receive(lambda m: type(m) is tuple and len(m) == 5 and (m[1] is ref or m[1] == ref) and m[0] == DOWN)
         if outcome == "ignore":
             return None
         reason = outcome[1] if type(outcome) is tuple else down[4]
@@ -280,7 +280,7 @@ def _flush(proc: Process, ref: Ref) -> None:
     mb = proc.mailbox
     if mb:
         for i, m in enumerate(mb):
-            if type(m) is tuple and len(m) >= 2 and m[1] is ref:
+            if type(m) is tuple and len(m) >= 2 and (m[1] is ref or m[1] == ref):
                 del mb[i]
                 break
 
@@ -306,7 +306,7 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
 
     def is_reply(m: Term) -> bool:
         return type(m) is tuple and (
-            (len(m) == 2 and m[0] is ref) or (len(m) == 5 and m[1] is ref and m[0] == DOWN)
+            (len(m) == 2 and (m[0] is ref or m[0] == ref)) or (len(m) == 5 and (m[1] is ref or m[1] == ref) and m[0] == DOWN)
         )
 
     try:
@@ -347,7 +347,7 @@ async def stop(dest: Dest, reason: Term = NORMAL, timeout: float | None = None) 
     ref = node.monitor(proc, target)
     node.send(target, (SYSTEM, From(proc.pid, ref), (Atom("terminate"), reason)))
     try:
-        msg = await receive(lambda m: type(m) is tuple and len(m) == 5 and m[1] is ref and m[0] == DOWN, timeout)
+        msg = await receive(lambda m: type(m) is tuple and len(m) == 5 and (m[1] is ref or m[1] == ref) and m[0] == DOWN, timeout)
     except TimeoutError:
         node.demonitor(proc, ref)
         if type(target) is Pid:

@@ -78,6 +78,8 @@ class Distribution(Protocol):
     def monitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None: ...
     def demonitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None: ...
     def down(self, target: Pid, watcher: Pid, ref: Ref, reason: Term) -> None: ...
+    async def shutdown(self) -> None:
+        """The node is stopping: close every connection and the listener."""
 
 
 class Node:
@@ -177,6 +179,8 @@ class Node:
 
     async def stop(self) -> None:
         """Kill every remaining process (newest first) and release the node."""
+        if self.dist is not None:
+            await self.dist.shutdown()
         for proc in sorted(self.procs.values(), key=lambda p: p.pid.id, reverse=True):
             proc.exit(KILLED)
         # Let cancelled tasks unwind so none is destroyed while pending.

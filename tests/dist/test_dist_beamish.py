@@ -13,14 +13,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
 
 import beamish
-from beamish import Atom, From, GenServer, Node, Pid, Reply
-from beamish import dist
+from beamish import Atom, From, GenServer, Node, Pid, Reply, dist
 from beamish.dist import rpc
 from beamish.terms import Term
 from beamish.testing import ANY, assert_receive
-from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
 
 pytestmark = pytest.mark.interop  # needs an epmd (the system's, or our embedded one)
 
@@ -58,7 +57,7 @@ def two_nodes(server: Callable[[], Awaitable[Term]], client: Callable[[Atom], Aw
     done: asyncio.Event
 
     async def a_main() -> None:
-        await dist.start(cookie=cookie, **server_options)  # type: ignore[arg-type]
+        await dist.start(cookie=cookie, **server_options)
         await server()
         ready.set()
         await done.wait()
@@ -102,7 +101,9 @@ def test_remote_spawn_link_monitor_and_rpc() -> None:
 
     async def client(a: Atom) -> Term:
         me = beamish.self()
-        pid, ref = await dist.spawn(a, "tests.dist.test_dist_beamish:report_to", me, 21, monitor=True)
+        spawned = await dist.spawn(a, "tests.dist.test_dist_beamish:report_to", me, 21, monitor=True)
+        assert isinstance(spawned, tuple)
+        pid, ref = spawned
         assert pid.node == a
         await assert_receive(("spawned_ran", pid, 21), timeout=5)
         beamish.send(pid, "stop")

@@ -9,18 +9,18 @@ first process.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+from tests.interop.erlang import HOST, ErlNode, erl_eval, erl_node, require, unique_name
 
 import beamish
-from beamish import Atom, From, GenServer, Pid, Reply
-from beamish import dist
+from beamish import Atom, From, GenServer, Pid, Reply, dist
 from beamish.dist import rpc
 from beamish.terms import Term
 from beamish.testing import ANY, assert_receive, wait_for_exit
-from tests.interop.erlang import HOST, ErlNode, erl_eval, erl_node, require, unique_name
 
 pytestmark = pytest.mark.interop
 
@@ -57,7 +57,7 @@ async def erl_do(node: str, code: str) -> Term:
 async def erl_run(code: str, cookie: str) -> str:
     """Run `code` on a fresh, short-lived Erlang node (in a thread, so this
     node keeps answering) and return what it printed."""
-    return await beamish.to_thread(erl_eval, code, name=unique_name("probe"), cookie=cookie)
+    return await beamish.to_thread(functools.partial(erl_eval, code, name=unique_name("probe"), cookie=cookie))
 
 
 # --- connecting -------------------------------------------------------------
@@ -82,9 +82,8 @@ async def test_erlang_pings_beamish(erl: ErlNode) -> None:
 async def test_wrong_cookie_is_refused_both_ways_and_nothing_crashes(erl: ErlNode) -> None:
     me = await start_node(erl)
     wrong = "not" + erl.cookie
-    out = await beamish.to_thread(
-        erl_eval, f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", name=unique_name("bad"), cookie=wrong
-    )
+    code = f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt()."
+    out = await beamish.to_thread(functools.partial(erl_eval, code, name=unique_name("bad"), cookie=wrong))
     assert out.strip() == "pang"
     with erl_node("badcookie", cookie=wrong) as other:
         assert await dist.ping(other.name) == "pang"
@@ -198,13 +197,8 @@ async def test_elixir_calls_a_beamish_gen_server(erl: ErlNode) -> None:
         f':ok = GenServer.call({{:kv, :"{me}"}}, {{:put, :lang, "elixir"}}); '
         f'IO.inspect(GenServer.call({{:kv, :"{me}"}}, {{:get, :lang}}))'
     )
-    done = await beamish.to_thread(
-        subprocess.run,
-        ["elixir", "--name", f"{unique_name('ex')}@{HOST}", "--cookie", erl.cookie, "-e", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = ["elixir", "--name", f"{unique_name('ex')}@{HOST}", "--cookie", erl.cookie, "-e", script]
+    done = await beamish.to_thread(functools.partial(subprocess.run, command, capture_output=True, text=True, timeout=60))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == '"elixir"'
 

@@ -11,6 +11,57 @@ this package: it declares a small protocol that `dist` implements.
 >>> etf.decode(etf.encode((Atom("ok"), 42)))
 (Atom('ok'), 42)
 
+## Joining a cluster
+
+>>> import beamish
+>>> from beamish import dist
+>>> async def main():
+...     await dist.start(cookie="secret")       # listen on loopback, register with EPMD
+...     me = dist.node()
+...     answer = await dist.ping(me)            # our own node: no connection needed
+...     await dist.stop()
+...     return me, dist.nodes()
+>>> dist.run(main, name="doc@127.0.0.1")        # doctest: +SKIP
+(Atom('doc@127.0.0.1'), [])
+
+`await dist.connect("erl@127.0.0.1")` connects to an Erlang or Elixir node
+started with the same cookie (`erl -name erl@127.0.0.1 -setcookie secret`);
+after that a pid, a `(name, node)` pair, `GenServer.call`, links and monitors
+work across nodes as they do locally. `beamish.dist.rpc` calls functions
+on other nodes; `dist.spawn` starts a process on one.
+
 OTP: mirrors erts' distribution (`erl_ext_dist`, `dist_util`, `net_kernel`);
 differs in being a library a node opts into rather than a VM built-in.
 """
+
+from ._api import (
+    connect,
+    disconnect,
+    is_alive,
+    kernel,
+    monitor_node,
+    monitor_nodes,
+    node,
+    nodes,
+    ping,
+    run,
+    spawn,
+    start,
+    stop,
+)
+
+__all__ = [
+    "connect",
+    "disconnect",
+    "is_alive",
+    "kernel",
+    "monitor_node",
+    "monitor_nodes",
+    "node",
+    "nodes",
+    "ping",
+    "run",
+    "spawn",
+    "start",
+    "stop",
+]

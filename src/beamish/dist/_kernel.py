@@ -11,6 +11,7 @@ imports this module.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import itertools
 import logging
@@ -23,9 +24,8 @@ from ..node import Node
 from ..process import Exit, Process, _current
 from ..terms import Atom, Pid, Ref, Term
 from . import control as C
-from . import etf
+from . import epmd, etf, framing, handshake
 from . import flags as F
-from . import framing, handshake
 
 log = logging.getLogger("beamish.dist")
 
@@ -59,10 +59,18 @@ class Options:
 
 
 def wire_reason(reason: Term) -> Term:
-    """An exit reason Erlang can decode: a Python exception becomes
-    `{python, 'ExceptionType', <<"message">>}` (its traceback stays here)."""
+    """An exit reason as Erlang expects it. Python code writes reasons as
+    strings (`"normal"`, `"kill"`, `("shutdown", x)`), which the core treats
+    as atoms; on the wire a str reason (or the str tag of a tuple reason)
+    becomes an atom, so Erlang sees `kill`, not `<<"kill">>`. A Python
+    exception becomes `{python, 'ExceptionType', <<"message">>}` (its
+    traceback stays in this node's log)."""
     if isinstance(reason, BaseException):
         return (Atom("python"), Atom(type(reason).__name__[:255]), str(reason).encode())
+    if type(reason) is str and len(reason) <= 255:
+        return Atom(reason)
+    if type(reason) is tuple and reason and type(reason[0]) is str and len(reason[0]) <= 255:
+        return (Atom(reason[0]), *reason[1:])
     return reason
 
 
@@ -300,7 +308,9 @@ class Kernel:
         self.spawn_waiters: dict[Ref, tuple[Pid, Atom]] = {}
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
-        self.epmd: handshake.EpmdRegistration | None = None
+        self.epmd: epmd.Registration | None = None
+        self.embedded_epmd: epmd.EpmdServer | None = None
+        self.established = asyncio.Event()  # pulsed on each new connection
         self.flags = F.ADVERTISED
 
     # --- lifecycle ----------------------------------------------------------
@@ -310,14 +320,19 @@ class Kernel:
         self.server = await asyncio.start_server(self._accepted, host, self.options.port, limit=1 << 20)
         self.port = self.server.sockets[0].getsockname()[1]
         alive = self.node.name.split("@", 1)[0]
-        self.epmd = await handshake.register_with_epmd(alive, self.port, epmd_port=self.options.epmd_port)
+        self.embedded_epmd = await epmd.ensure(epmd_port=self.options.epmd_port)
+        self.epmd = await epmd.register(alive, self.port, epmd_port=self.options.epmd_port)
         self.node.dist = self
         self.node.spawn(self._net_kernel, (), link_to=None, name="net_kernel", initial_call="net_kernel")
         self.node.spawn(self._rex, (), link_to=None, name="rex", initial_call="rex")
 
+    async def shutdown(self) -> None:
+        await self.stop()
+        self.node.extensions.pop("beamish.dist", None)
+
     async def stop(self) -> None:
         for conn in list(self.conns.values()):
-            conn.stream.close()
+            self.connection_down(conn, Atom("shutdown"))
         for task in list(self.connecting.values()):
             task.cancel()
         if self.server is not None:
@@ -327,6 +342,9 @@ class Kernel:
         if self.epmd is not None:
             self.epmd.close()
             self.epmd = None
+        if self.embedded_epmd is not None:
+            await self.embedded_epmd.close()
+            self.embedded_epmd = None
         self.node.dist = None
 
     # --- connections --------------------------------------------------------
@@ -349,11 +367,10 @@ class Kernel:
             return
         self._established(result)
 
-    def _simultaneous(self, peer: Atom) -> bool:
+    def _simultaneous(self, peer: str) -> bool:
         """Whether we are connecting to `peer` ourselves (the handshake's
-        simultaneous-connect rule needs to know); True means "cancel ours"
-        was accepted, and our attempt is dropped."""
-        task = self.connecting.get(peer)
+        simultaneous-connect rule needs to know)."""
+        task = self.connecting.get(Atom(peer))
         return task is not None and not task.done()
 
     def _established(self, result: handshake.HandshakeResult) -> Connection:
@@ -372,6 +389,8 @@ class Kernel:
             action(conn)
         for pid in list(self.node_subscribers):
             self.node.send(pid, (NODEUP, peer))
+        self.established.set()
+        self.established = asyncio.Event()
         log.info("%s connected to %s", self.node.name, peer)
         return conn
 
@@ -430,8 +449,18 @@ class Kernel:
                 epmd_port=self.options.epmd_port,
             )
         except (handshake.HandshakeError, OSError, TimeoutError) as exc:
-            log.warning("%s could not connect to %s: %s", self.node.name, peer, exc)
             result = None
+            if "nok" in str(exc):
+                # Simultaneous connect and the peer keeps its own attempt:
+                # wait for that one to arrive here.
+                deadline = self.node.loop.time() + self.options.connect_timeout
+                while peer not in self.conns and self.node.loop.time() < deadline:
+                    try:
+                        await asyncio.wait_for(self.established.wait(), deadline - self.node.loop.time())
+                    except TimeoutError:
+                        break
+            else:
+                log.warning("%s could not connect to %s: %s", self.node.name, peer, exc)
         finally:
             self.connecting.pop(peer, None)
         if result is None:
@@ -460,9 +489,9 @@ class Kernel:
         if peer not in self.connecting:
             task = self.node.loop.create_task(self._connect(peer))
             self.connecting[peer] = task
-            task.add_done_callback(lambda t, p=peer: self._after_connect(t, p))
+            task.add_done_callback(functools.partial(self._after_connect, peer=peer))
 
-    def _after_connect(self, task: asyncio.Task[Connection | None], peer: Atom) -> None:
+    def _after_connect(self, task: asyncio.Task[Connection | None], *, peer: Atom) -> None:
         if task.cancelled() or task.result() is None:
             pending = self.queued.pop(peer, [])
             for action in pending:
@@ -482,7 +511,7 @@ class Kernel:
     # --- the core's Distribution protocol -----------------------------------
 
     def send(self, sender: Pid | None, dest: Pid | tuple[Term, Term], msg: Term) -> None:
-        if type(dest) is Pid:
+        if isinstance(dest, Pid):
             if sender is None:
                 ctrl: tuple[Term, ...] = (C.SEND, EMPTY, dest)
             else:
@@ -524,20 +553,23 @@ class Kernel:
         self._with(remote.node, lambda c: c.send((C.PAYLOAD_EXIT2, sender, remote), wire_reason(reason)))
 
     def monitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None:
-        if type(target) is Pid:
-            peer, wire_target, down_as = target.node, target, target
+        peer: Atom
+        wire_target: Term
+        if isinstance(target, Pid):
+            peer, wire_target = target.node, target
         else:
-            peer, wire_target, down_as = Atom(target[1]), Atom(target[0]), target  # type: ignore[assignment]
+            peer, wire_target = Atom(target[1]), Atom(target[0])
+        down_as: Term = target
 
         def act(c: Connection) -> None:
             c.monitors[ref] = (watcher, down_as)
             c.send((C.MONITOR_P, watcher, wire_target, ref))
 
-        self._with(peer, act, lambda: self.node.signal_down(watcher, ref, down_as, NOCONNECTION))  # type: ignore[arg-type]
+        self._with(peer, act, lambda: self.node.signal_down(watcher, ref, down_as, NOCONNECTION))
 
     def demonitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None:
-        peer = target.node if type(target) is Pid else Atom(target[1])
-        wire_target = target if type(target) is Pid else Atom(target[0])
+        peer = target.node if isinstance(target, Pid) else Atom(target[1])
+        wire_target: Term = target if isinstance(target, Pid) else Atom(target[0])
         conn = self.conns.get(peer)
         if conn is not None and conn.monitors.pop(ref, None) is not None:
             conn.send((C.DEMONITOR_P, watcher, wire_target, ref))
