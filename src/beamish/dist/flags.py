@@ -8,7 +8,7 @@ the one place to change when an OTP release adds a requirement.
 >>> flags.missing(flags.ADVERTISED, flags.MANDATORY)
 []
 >>> flags.missing(flags.MANDATORY_25, flags.MANDATORY)
-['V4_NC', 'UNLINK_ID']
+['UNLINK_ID', 'V4_NC']
 
 OTP: mirrors erts' `dist.h` (DFLAG_*); the mandatory sets are OTP 25's
 `DFLAG_DIST_MANDATORY_25` and OTP 26's additions (V4_NC, UNLINK_ID).

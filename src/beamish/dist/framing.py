@@ -12,13 +12,16 @@ at all arrived for `ticktime` seconds (Erlang's `net_ticktime`).
 ...         stream = FrameStream(reader, writer)
 ...         async for frame in stream.frames():
 ...             stream.write_frame(frame[::-1])
+...         stream.close()
 ...     server = await asyncio.start_server(echo, "127.0.0.1", 0)
 ...     r, w = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
 ...     client = FrameStream(r, w)
 ...     client.write_frame(b"olleh")
 ...     got = await anext(client.frames())
 ...     client.close()
+...     await w.wait_closed()
 ...     server.close()
+...     await server.wait_closed()
 ...     return got
 >>> asyncio.run(demo())
 b'hello'

@@ -10,18 +10,23 @@ else is harmed.
 >>> import asyncio
 >>> from beamish.dist import flags, handshake
 >>> async def demo():
+...     accepted = []
 ...     async def accept(reader, writer):
 ...         result = await handshake.accept(reader, writer, name="b@127.0.0.1", cookie="c",
 ...                                         flags=flags.ADVERTISED, creation=2)
-...         results.append(result.peer_name)
-...     results = []
+...         accepted.append(result.peer_name)
+...         writer.close()
 ...     server = await asyncio.start_server(accept, "127.0.0.1", 0)
 ...     port = server.sockets[0].getsockname()[1]
 ...     r, w = await asyncio.open_connection("127.0.0.1", port)
 ...     result = await handshake.handshake_out(r, w, name="a@127.0.0.1", cookie="c",
 ...                                            flags=flags.ADVERTISED, creation=1)
-...     w.close(); server.close()
-...     return result.peer_name, results
+...     await r.read()  # until b closes
+...     w.close()
+...     await w.wait_closed()
+...     server.close()
+...     await server.wait_closed()
+...     return result.peer_name, accepted
 >>> asyncio.run(demo())
 ('b@127.0.0.1', ['a@127.0.0.1'])
 
