@@ -1,0 +1,8 @@
+"""`python -m beamish`: the `beamish` command line (see `beamish.cli`)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
