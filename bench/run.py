@@ -1,0 +1,302 @@
+"""beamish's benchmarks (`make bench`): the cost of a process, a message, a
+call and a spawn, each next to the raw asyncio floor measured in the same run.
+
+Every workload prints one line `RESULT workload=<name> value=<v> unit=<u>`,
+followed, where there is a floor to compare with, by `ratio=<r>` against
+that floor (for times: ours / floor; for rates: ours / floor). Run with
+`--quick` for small counts (the test suite does, to prove they run; speed is
+never asserted in tests).
+
+Memory is measured with tracemalloc (Python allocations attributed to the
+objects created, after a gc), which counts what a process costs the
+interpreter, not the allocator's slack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import beamish
+from beamish import From, GenServer, NoReply, Reply
+from beamish.registry import Registry
+from beamish.terms import Term
+
+QUICK = False
+
+
+def result(name: str, value: float, unit: str, floor: float | None = None, *, lower_is_better: bool = True) -> None:
+    line = f"RESULT workload={name} value={value:.3f} unit={unit}"
+    if floor:
+        line += f" floor={floor:.3f} ratio={value / floor:.2f}"
+    print(line, flush=True)
+
+
+def n(full: int, quick: int) -> int:
+    return quick if QUICK else full
+
+
+# --- the raw asyncio floors ----------------------------------------------------
+
+
+async def floor_pingpong(count: int) -> float:
+    """µs per round trip: two tasks ping-ponging on bare futures."""
+    loop = asyncio.get_running_loop()
+    box: list[asyncio.Future[int]] = [loop.create_future()]
+    back: list[asyncio.Future[int]] = [loop.create_future()]
+
+    async def server() -> None:
+        for _ in range(count):
+            v = await box[0]
+            box[0] = loop.create_future()
+            back[0].set_result(v)
+
+    task = loop.create_task(server())
+    t0 = time.perf_counter()
+    for i in range(count):
+        fut = back[0]
+        box[0].set_result(i)
+        await fut
+        back[0] = loop.create_future()
+    elapsed = time.perf_counter() - t0
+    await task
+    return elapsed / count * 1e6
+
+
+async def floor_deque(count: int) -> float:
+    """items/s: one task appends `count` items without yielding while one
+    consumer drains them."""
+    loop = asyncio.get_running_loop()
+    q: deque[int] = deque()
+    wake: asyncio.Event = asyncio.Event()
+    done = loop.create_future()
+
+    async def consumer() -> None:
+        got = 0
+        while got < count:
+            await wake.wait()
+            wake.clear()
+            while q:
+                q.popleft()
+                got += 1
+        done.set_result(None)
+
+    drain = loop.create_task(consumer())
+    await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    for i in range(count):
+        q.append(i)
+        wake.set()
+    await done
+    rate = count / (time.perf_counter() - t0)
+    await drain
+    return rate
+
+
+# --- workloads -------------------------------------------------------------------
+
+
+class Echo(GenServer):
+    def init(self, _: Term) -> int:
+        return 0
+
+    def handle_call(self, request: Term, from_: From, state: int) -> Reply:
+        return Reply(state, state)
+
+    def handle_cast(self, request: Term, state: int) -> NoReply:
+        return NoReply(state + 1)
+
+
+async def bench_spawn(count: int) -> tuple[float, float]:
+    """µs per spawn and bytes per process waiting for one message."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    t0 = time.perf_counter()
+    pids = [beamish.spawn(beamish.receive) for _ in range(count)]
+    await asyncio.sleep(0)  # let every process reach its receive
+    elapsed = time.perf_counter() - t0
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    size = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    for pid in pids:
+        beamish.send(pid, "done")
+    await asyncio.sleep(0)
+    return elapsed / count * 1e6, size / count
+
+
+async def bench_idle_genservers(count: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    pids = [await Echo.start(None) for _ in range(count)]
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    size = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    for pid in pids:
+        beamish.exit(pid, "kill")
+    return size / count
+
+
+async def bench_call(count: int) -> float:
+    pid = await Echo.start(None)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        await GenServer.call(pid, "ping")
+    elapsed = time.perf_counter() - t0
+    beamish.exit(pid, "kill")
+    return elapsed / count * 1e6
+
+
+async def bench_cast(count: int) -> float:
+    pid = await Echo.start(None)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        GenServer.cast(pid, "x")
+    got = await GenServer.call(pid, "sync", timeout=None)
+    elapsed = time.perf_counter() - t0
+    assert got == count, got
+    beamish.exit(pid, "kill")
+    return count / elapsed
+
+
+async def bench_ring(size: int, rounds: int) -> float:
+    me = beamish.self()
+
+    async def node(nxt: Callable[[], Term]) -> None:
+        target = nxt()
+        while True:
+            token = await beamish.receive()
+            if token == "stop":
+                beamish.send(target, "stop")
+                return
+            beamish.send(target, token)
+
+    prev: Term = me
+    pids = []
+    for _ in range(size):
+        p = prev
+        pid = beamish.spawn(node, lambda p=p: p)
+        pids.append(pid)
+        prev = pid
+    t0 = time.perf_counter()
+    for r in range(rounds):
+        beamish.send(prev, r)
+        await beamish.receive(lambda m, r=r: m == r)
+    elapsed = time.perf_counter() - t0
+    beamish.send(prev, "stop")
+    await beamish.receive(lambda m: m == "stop")
+    return size * rounds / elapsed
+
+
+async def bench_fanout(subscribers: int, messages: int) -> float:
+    await Registry.start_link(keys="duplicate", name="bench.pubsub")
+    me = beamish.self()
+
+    async def sub() -> None:
+        Registry.register("bench.pubsub", "topic", None)
+        beamish.send(me, "subscribed")
+        for _ in range(messages):
+            await beamish.receive()
+        beamish.send(me, "all")
+
+    for _ in range(subscribers):
+        beamish.spawn(sub)
+    for _ in range(subscribers):
+        await beamish.receive(lambda m: m == "subscribed")
+
+    def deliver(entries: list[tuple[Term, Term]]) -> None:
+        for pid, _ in entries:
+            beamish.send(pid, "news")
+
+    t0 = time.perf_counter()
+    for _ in range(messages):
+        Registry.dispatch("bench.pubsub", "topic", deliver)
+    for _ in range(subscribers):
+        await beamish.receive(lambda m: m == "all")
+    return subscribers * messages / (time.perf_counter() - t0)
+
+
+async def bench_queue_flatness(depths: list[int]) -> list[tuple[int, float]]:
+    """ns per message to drain a mailbox holding `depth` messages."""
+    out = []
+    me = beamish.self()
+    for depth in depths:
+        for i in range(depth):
+            beamish.send(me, i)
+        t0 = time.perf_counter()
+        for _ in range(depth):
+            await beamish.receive()
+        out.append((depth, (time.perf_counter() - t0) / depth * 1e9))
+    return out
+
+
+async def bench_selective(skipped: int) -> float:
+    """µs to take one message from behind `skipped` others."""
+    me = beamish.self()
+    for i in range(skipped):
+        beamish.send(me, ("noise", i))
+    beamish.send(me, "wanted")
+    t0 = time.perf_counter()
+    await beamish.receive(lambda m: m == "wanted")
+    elapsed = time.perf_counter() - t0
+    for _ in range(skipped):
+        await beamish.receive()
+    return elapsed * 1e6
+
+
+async def main() -> None:
+    ping_floor = await floor_pingpong(n(100_000, 5_000))
+    deque_floor = await floor_deque(n(1_000_000, 50_000))
+    result("floor_future_pingpong", ping_floor, "us")
+    result("floor_deque", deque_floor, "items/s")
+
+    spawn_us, spawn_bytes = await bench_spawn(n(100_000, 5_000))
+    result("spawn", spawn_us, "us")
+    result("spawn_idle_memory", spawn_bytes, "bytes")
+    result("genserver_idle_memory", await bench_idle_genservers(n(100_000, 2_000)), "bytes")
+    result("call", await bench_call(n(100_000, 5_000)), "us", ping_floor)
+    result("cast", await bench_cast(n(1_000_000, 50_000)), "msgs/s", deque_floor)
+    result("ring", await bench_ring(1_000, n(1_000, 20)), "hops/s")
+    result("fanout", await bench_fanout(1_000, n(1_000, 20)), "deliveries/s")
+    depths = [10, 1_000, 100_000, 1_000_000] if not QUICK else [10, 1_000, 10_000]
+    for depth, ns in await bench_queue_flatness(depths):
+        result(f"mailbox_drain_{depth}", ns, "ns/msg")
+    for skipped in ([0, 1_000, 100_000] if not QUICK else [0, 1_000]):
+        result(f"selective_receive_skip_{skipped}", await bench_selective(skipped), "us")
+
+
+def run_etf() -> None:
+    script = Path(__file__).with_name("bench_etf.py")
+    args = [sys.executable, str(script)] + (["--quick"] if QUICK else [])
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=300).stdout
+    for line in out.splitlines():
+        if line.startswith("RESULT"):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="beamish benchmarks")
+    parser.add_argument("--quick", action="store_true", help="small counts (seconds, for tests)")
+    options = parser.parse_args()
+    QUICK = options.quick
+    for loop_name, use_uvloop in (("asyncio", False), ("uvloop", True)):
+        if use_uvloop:
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                continue
+        print(f"# loop={loop_name} python={sys.version.split()[0]} cpus={os.cpu_count()}", flush=True)
+        beamish.run(main, use_uvloop=use_uvloop, lag_threshold=None)
+    run_etf()

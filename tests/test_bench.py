@@ -1,0 +1,25 @@
+"""The benchmarks run (`bench/run.py --quick`) and print every workload.
+Speed itself is never asserted here: `make bench` reports it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+WORKLOADS = [
+    "floor_future_pingpong", "floor_deque", "spawn", "spawn_idle_memory", "genserver_idle_memory",
+    "call", "cast", "ring", "fanout", "mailbox_drain_10", "selective_receive_skip_1000",
+    "etf_encode_gen_call", "etf_decode_gen_call",
+]
+
+
+def test_quick_benchmarks_print_a_result_for_every_workload() -> None:
+    script = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = set(re.findall(r"^RESULT workload=(\S+) value=[0-9.]+ unit=\S+", done.stdout, re.M))
+    missing = [w for w in WORKLOADS if w not in found]
+    assert not missing, f"no RESULT line for {missing}:\n{done.stdout}"
+    assert re.search(r"workload=call .* ratio=[0-9.]+", done.stdout)
