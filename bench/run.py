@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
+import operator
 import os
 import subprocess
 import sys
@@ -193,7 +195,7 @@ async def bench_ring(size: int, rounds: int) -> float:
     t0 = time.perf_counter()
     for r in range(rounds):
         beamish.send(prev, r)
-        await beamish.receive(lambda m, r=r: m == r)
+        await beamish.receive(functools.partial(operator.eq, r))
     elapsed = time.perf_counter() - t0
     beamish.send(prev, "stop")
     await beamish.receive(lambda m: m == "stop")
