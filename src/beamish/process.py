@@ -52,10 +52,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
@@ -175,6 +177,18 @@ class ProcessInfo:
     trap_exit: bool
 
 
+def _close_unstarted(coro: Coroutine[object, object, object], _: object) -> None:
+    if inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
+        return
+    # Its arguments may be coroutines it was going to await (a behaviour's
+    # wrapper around the user's async callback): close those too.
+    frame = getattr(coro, "cr_frame", None)
+    for value in list(frame.f_locals.values()) if frame is not None else ():
+        if inspect.iscoroutine(value):
+            _close_unstarted(value, None)
+    coro.close()
+
+
 class Process:
     """The runtime's record of one process. Users hold `Pid`s, never these.
 
@@ -292,7 +306,12 @@ class Process:
     def _run_async(self, pending: Awaitable[None]) -> None:
         """Run an async callback; the process is busy (no drain) until it ends."""
         self._busy = True
-        self._task = self.node.loop.create_task(self._await_callback(pending))
+        task = self.node.loop.create_task(self._await_callback(pending))
+        if inspect.iscoroutine(pending):
+            # Killed before the task first ran: close the callback's coroutine,
+            # which nothing will ever await (else Python warns it was not).
+            task.add_done_callback(functools.partial(_close_unstarted, pending))
+        self._task = task
 
     async def _await_callback(self, pending: Awaitable[None]) -> Term:
         try:
