@@ -14,6 +14,7 @@ Atom('normal')
 """
 
 from ._gen import ChildSpec, From, StartError
+from .dynamic_supervisor import DynamicSupervisor
 from .gen_server import Continue, GenServer, Hibernate, Ignore, NoReply, Ok, Reply, Stop
 from .gen_statem import GenStateMachine
 from .node import Node, run
@@ -46,6 +47,7 @@ from .process import (
     whereis,
 )
 from .registry import AlreadyRegistered, Registry
+from .supervisor import Supervisor
 from .terms import Atom, Pid, Port, Ref, Term
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "BadArg",
     "ChildSpec",
     "Continue",
+    "DynamicSupervisor",
     "Exit",
     "From",
     "GenServer",
@@ -71,6 +74,7 @@ __all__ = [
     "Reply",
     "StartError",
     "Stop",
+    "Supervisor",
     "Term",
     "Timer",
     "cancel_timer",
