@@ -22,12 +22,11 @@ import argparse
 import sys
 import time
 
-from beamish.dynamic_supervisor import DynamicSupervisor
-from beamish.supervisor import Supervisor
-
 import beamish
 from beamish import From, GenServer, NoReply, Reply, Stop
+from beamish.dynamic_supervisor import DynamicSupervisor
 from beamish.registry import Registry
+from beamish.supervisor import Supervisor
 from beamish.terms import Pid, Term
 
 WORKERS = "Showcase.Workers"
