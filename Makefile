@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/showcase.py --nodes $(NODES)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff check --no-cache src tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
