@@ -14,6 +14,7 @@ Atom('normal')
 """
 
 from ._gen import ChildSpec, From, StartError
+from .agent import Agent
 from .dynamic_supervisor import DynamicSupervisor
 from .gen_server import Continue, GenServer, Hibernate, Ignore, NoReply, Ok, Reply, Stop
 from .gen_statem import GenStateMachine
@@ -51,6 +52,7 @@ from .supervisor import Supervisor
 from .terms import Atom, Pid, Port, Ref, Term
 
 __all__ = [
+    "Agent",
     "AlreadyRegistered",
     "Atom",
     "BadArg",
