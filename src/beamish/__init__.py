@@ -49,6 +49,7 @@ from .process import (
 )
 from .registry import AlreadyRegistered, Registry
 from .supervisor import Supervisor
+from .task import Task, TaskSupervisor
 from .terms import Atom, Pid, Port, Ref, Term
 
 __all__ = [
@@ -77,6 +78,8 @@ __all__ = [
     "StartError",
     "Stop",
     "Supervisor",
+    "Task",
+    "TaskSupervisor",
     "Term",
     "Timer",
     "cancel_timer",
