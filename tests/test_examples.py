@@ -39,5 +39,15 @@ def test_example_runs(name: str) -> None:
         assert text in done.stdout.lower(), f"{name} did not print {text!r}:\n{done.stdout}"
 
 
+def test_the_showcase_runs_as_a_cluster_of_nodes() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "showcase.py"), "--nodes", "3"],
+        capture_output=True, text=True, timeout=120, cwd=EXAMPLES.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("over the distribution protocol") == 2
+    assert "2 other nodes connected" in done.stdout
+
+
 def test_every_example_has_expectations() -> None:
     assert set(_examples()) <= set(EXPECTED), "add the new example's expected output to EXPECTED"
