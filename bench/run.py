@@ -279,10 +279,10 @@ async def main() -> None:
         result(f"selective_receive_skip_{skipped}", await bench_selective(skipped), "us")
 
 
-def run_etf() -> None:
-    script = Path(__file__).with_name("bench_etf.py")
+def run_script(name: str) -> None:
+    script = Path(__file__).with_name(name)
     args = [sys.executable, str(script)] + (["--quick"] if QUICK else [])
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=300).stdout
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600).stdout
     for line in out.splitlines():
         if line.startswith("RESULT"):
             print(line, flush=True)
@@ -301,4 +301,5 @@ if __name__ == "__main__":
                 continue
         print(f"# loop={loop_name} python={sys.version.split()[0]} cpus={os.cpu_count()}", flush=True)
         beamish.run(main, use_uvloop=use_uvloop, lag_threshold=None)
-    run_etf()
+    run_script("bench_etf.py")
+    run_script("bench_remote.py")
