@@ -15,6 +15,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED: dict[str, list[str]] = {
     "showcase.py": ["restarted", "registry"],
     "traffic_light.py": ["red", "yellow", "green"],
+    "event_logger.py": ["info: server started", "logs kept by eventlogger", "'warning': 1", "handlers: ['eventlogger', 'levelcounter']"],
 }
 
 

@@ -16,6 +16,7 @@ Atom('normal')
 from ._gen import ChildSpec, From, StartError
 from .agent import Agent
 from .dynamic_supervisor import DynamicSupervisor
+from .gen_event import GenEvent
 from .gen_server import Continue, GenServer, Hibernate, Ignore, NoReply, Ok, Reply, Stop
 from .gen_statem import GenStateMachine
 from .node import Node, run
@@ -62,6 +63,7 @@ __all__ = [
     "DynamicSupervisor",
     "Exit",
     "From",
+    "GenEvent",
     "GenServer",
     "GenStateMachine",
     "Hibernate",
