@@ -15,6 +15,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED: dict[str, list[str]] = {
     "showcase.py": ["restarted", "registry"],
     "traffic_light.py": ["red", "yellow", "green"],
+    "robust_worker.py": [
+        "'corrupt' -> ('error', 'processing failed')",
+        "processed_count kept across the error: 3",
+        "crashed with valueerror('random processing error')",
+        "processed_count after the restart: 1 (a fresh state)",
+    ],
     "event_logger.py": ["info: server started", "logs kept by eventlogger", "'warning': 1", "handlers: ['eventlogger', 'levelcounter']"],
 }
 
