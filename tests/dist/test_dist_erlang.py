@@ -314,3 +314,35 @@ async def test_wait_for_exit_of_a_remote_process(erl: ErlNode) -> None:
     pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> exit(done) end end).")
     beamish.send(pid, Atom("stop"))
     assert await wait_for_exit(pid, timeout=5) in ("done", "noproc")
+
+
+def test_a_restarted_node_never_receives_messages_for_its_old_incarnation(erl: ErlNode) -> None:
+    name = py_name()
+
+    async def first() -> Term:
+        await start_node(erl)
+        me = beamish.self()
+        # Erlang keeps our pid; we then go away.
+        await erl_do(
+            erl.name,
+            "catch unregister(keeper), register(keeper, spawn(fun() -> (fun Loop(P) -> "
+            "receive {keep, NewP} -> Loop(NewP); {fire, Msg} -> P ! Msg, Loop(P) end end)(none) end)), ok.",
+        )
+        beamish.send((Atom("keeper"), Atom(erl.name)), (Atom("keep"), me))
+        await dist.ping(erl.name)
+        return me
+
+    old = beamish.run(first, name=name)
+
+    async def second() -> Term:
+        await start_node(erl)
+        me = beamish.self()
+        assert (me.node, me.id) == (old.node, old.id) and me.creation != old.creation
+        beamish.send((Atom("keeper"), Atom(erl.name)), (Atom("fire"), "for the old incarnation"))
+        await dist.ping(erl.name)  # the keeper has handled our message by the time ping returns
+        # Erlang does deliver to a pid of the new creation: prove the path works.
+        beamish.send((Atom("keeper"), Atom(erl.name)), (Atom("keep"), me))
+        beamish.send((Atom("keeper"), Atom(erl.name)), (Atom("fire"), "for me"))
+        return await beamish.receive(timeout=5)
+
+    assert beamish.run(second, name=name) == b"for me"
