@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,uvloop]'
+	$(BIN)/python -m pip install -q -e '.[test,uvloop,config]'
 	touch $(STAMP)
 
 # Debian's erlang and elixir for the interop tests, when missing and apt is there.

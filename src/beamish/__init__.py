@@ -13,8 +13,10 @@ DynamicSupervisor, Task, Agent and Registry with OTP's semantics; and (in
 Atom('normal')
 """
 
+from . import application, config
 from ._gen import ChildSpec, From, StartError
 from .agent import Agent
+from .application import Application, ApplicationError
 from .dynamic_supervisor import DynamicSupervisor
 from .gen_event import GenEvent
 from .gen_server import Continue, GenServer, Hibernate, Ignore, NoReply, Ok, Reply, Stop
@@ -56,6 +58,8 @@ from .terms import Atom, Pid, Port, Ref, Term
 __all__ = [
     "Agent",
     "AlreadyRegistered",
+    "Application",
+    "ApplicationError",
     "Atom",
     "BadArg",
     "ChildSpec",
@@ -84,7 +88,9 @@ __all__ = [
     "TaskSupervisor",
     "Term",
     "Timer",
+    "application",
     "cancel_timer",
+    "config",
     "demonitor",
     "exit",
     "is_alive",

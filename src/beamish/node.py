@@ -120,6 +120,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._watchdog: _Watchdog | None = None
+        self._outcome: asyncio.Future[Term] | None = None
         self.extensions: dict[str, object] = {}
         """Per-node state of higher layers (registries, dist), by key."""
 
@@ -152,6 +153,7 @@ class Node:
             self._watchdog = _Watchdog(self, self.lag_threshold)
             self._watchdog.start()
         outcome: asyncio.Future[Term] = self._loop.create_future()
+        self._outcome = outcome
 
         async def first() -> Term:
             try:
@@ -176,6 +178,16 @@ class Node:
             return await outcome
         finally:
             await self.stop()
+
+    def halt(self, reason: Term) -> None:
+        """End `run` now: it raises `Exit(reason)` and the node stops.
+
+        What the application controller does when a permanent application
+        dies. OTP: mirrors `erlang:halt/1` as reached through `init`: the
+        node goes, whatever its first process was doing.
+        """
+        if self._outcome is not None and not self._outcome.done():
+            self._outcome.set_exception(Exit(reason))
 
     async def stop(self) -> None:
         """Kill every remaining process (newest first) and release the node."""

@@ -1,5 +1,5 @@
 """Testing support in the spirit of ExUnit: `assert_receive`, `refute_receive`,
-`start_supervised`, `wait_for_exit`, and a pytest plugin that runs `async def`
+`start_supervised`, `wait_for_exit`, `eventually`, and a pytest plugin that runs `async def`
 tests inside a fresh node.
 
 >>> import beamish
@@ -23,6 +23,7 @@ and ExUnit.Callbacks' `start_supervised/2`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Final
 
@@ -33,6 +34,7 @@ from ..terms import Pid, Term
 __all__ = [
     "ANY",
     "assert_receive",
+    "eventually",
     "matches",
     "refute_receive",
     "start_supervised",
@@ -79,6 +81,19 @@ async def wait_for_exit(pid: Pid, timeout: float = 5.0) -> Term:
         demonitor(ref, flush=True)
         raise TimeoutError(f"{pid!r} still alive after {timeout} s") from None
     return msg[4]
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 1.0, interval: float = 0.005) -> None:
+    """Wait until `condition()` is true, checking every `interval` seconds;
+    fail with `AssertionError` if it is still false after `timeout`. For
+    state that changes without a message to wait for (another process's
+    bookkeeping); prefer `assert_receive` whenever a message tells you."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() >= deadline:
+            raise AssertionError(f"condition still false after {timeout} s: {condition!r}")
+        await asyncio.sleep(interval)
 
 
 _TEST_SUP: Final = "beamish.testing.supervisor"
