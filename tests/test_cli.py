@@ -4,9 +4,11 @@ cluster, answers rpc for its allow-list, and leaves cleanly on SIGTERM."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
@@ -56,3 +58,108 @@ def test_help_lists_the_node_subcommand() -> None:
     assert done.returncode == 0 and "node" in done.stdout
     done = subprocess.run([sys.executable, "-m", "beamish", "node"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "--name" in done.stderr
+
+
+# --- beamish run -------------------------------------------------------------
+
+MY_APP_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "my_app" / "config"
+ROOT = MY_APP_CONFIG.parent.parent.parent
+
+
+def _run_app(config_dir: Path, env: str = "test", *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "beamish", "-v", "run", "examples.my_app:MyApp", "--config", str(config_dir), "--env", env, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+def _line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(timeout=10)
+        raise AssertionError(f"exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+    return line.strip()
+
+
+def _stderr_until(proc: subprocess.Popen[str], text: str) -> str:
+    """What the process wrote to stderr up to the line containing `text`."""
+    assert proc.stderr is not None
+    seen = ""
+    while text not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError(f"{text!r} never written; stderr was:\n{seen}")
+        seen += line
+    return seen
+
+
+def test_run_boots_the_application_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
+    config_dir = tmp_path / "config"
+    shutil.copytree(MY_APP_CONFIG, config_dir)
+    proc = _run_app(config_dir)
+    try:
+        assert _line(proc) == "beamish: my_app started on nonode@nohost (env test)"
+        (config_dir / "test.toml").write_text("[my_app]\nlog_level = 'info'\n[my_app.Worker]\nbatch_size = 3\ninterval = 0.05\n")
+        proc.send_signal(signal.SIGHUP)
+        assert _line(proc) == "beamish: configuration reloaded; changed: my_app"
+        (config_dir / "test.toml").write_text("[my_app]\npool_size = 'many'\n")
+        proc.send_signal(signal.SIGHUP)
+        err = _stderr_until(proc, "configuration not reloaded")
+        assert "config_change: changed=['Worker', 'log_level'] new=[] removed=[]" in err
+        assert f"{config_dir / 'test.toml'}:2: my_app.pool_size: expected int" in _stderr_until(proc, "pool_size")
+        proc.send_signal(signal.SIGTERM)
+        assert _line(proc) == "beamish: stopped my_app"
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_run_refuses_to_boot_on_a_bad_configuration(tmp_path: Path) -> None:
+    config_dir = tmp_path / "config"
+    shutil.copytree(MY_APP_CONFIG, config_dir)
+    (config_dir / "prod.toml").write_text("[my_app]\npool_size = 50\n\n[my_app.Worker]\nbatch_size = 'lots'\ninterval = 1\n")
+    proc = _run_app(config_dir, "prod")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 78, err
+    assert "started" not in out
+    assert f"{config_dir / 'prod.toml'}:5: my_app.Worker.batch_size: expected int, got 'lots'" in err
+
+
+def test_run_with_a_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    config_dir = tmp_path / "config"
+    shutil.copytree(MY_APP_CONFIG, config_dir)
+    (config_dir / "runtime.toml").write_text("[my_app]\napi_key = \n")
+    proc = _run_app(config_dir, "dev")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 78
+    assert f"{config_dir / 'runtime.toml'}:2: syntax:" in err
+
+
+class Fragile(beamish.Application):
+    """Its top process dies on its own shortly after boot."""
+
+    name = "fragile"
+
+    def start(self, start_type: object, args: object) -> beamish.Pid:
+        async def doomed() -> None:
+            await beamish.receive(timeout=0.2)  # nothing comes: TimeoutError ends it
+
+        return beamish.spawn_link(doomed)
+
+
+def test_run_halts_with_exit_code_1_when_its_permanent_application_dies() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beamish", "run", "tests.test_cli:Fragile"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    out, err = proc.communicate(timeout=30)
+    assert "beamish: fragile started" in out
+    assert proc.returncode == 1, err
+    assert "node halted: ('application_terminated', 'fragile'" in err

@@ -56,5 +56,60 @@ def test_the_showcase_runs_as_a_cluster_of_nodes() -> None:
     assert "2 other nodes connected" in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("env", "lines"),
+    [
+        ("dev", ["env dev: read config.toml, dev.toml, runtime.toml", "my_app.debug = True", "my_app.pool_size = 10"]),
+        ("prod", ["env prod: read config.toml, prod.toml, runtime.toml", "my_app.log_level = 'info'", "my_app.pool_size = 50"]),
+        ("test", ["my_app.Worker = {'batch_size': 2, 'interval': 0.05}"]),
+    ],
+)
+def test_my_app_runs_in_each_environment(env: str, lines: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.my_app", "--env", env],
+        capture_output=True, text=True, timeout=120, cwd=EXAMPLES.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in [
+        *lines,
+        "process_data('test') -> ('ok', 'Processed: test')",
+        "process_data('error') -> ('error', \"cannot process 'error'\")",
+        "supervisor restarted the worker",
+        "config_change called for ['my_app']",
+        "worker now batch_size=7 interval=0.5",
+        "stopped; running: []",
+    ]:
+        assert line in done.stdout, f"{line!r} not in:\n{done.stdout}"
+
+
+def test_the_testing_strategies_example_passes_and_can_fail(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/testing_strategies"],
+        capture_output=True, text=True, timeout=300, cwd=EXAMPLES.parent,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "6 passed" in done.stdout
+    # The property test finds a counterexample when the worker breaks its contract.
+    broken = tmp_path / "test_broken.py"
+    broken.write_text(
+        "from hypothesis import given, settings, strategies as st\n"
+        "from examples.testing_strategies.test_my_app import start_worker\n"
+        "from examples.my_app import Worker\n"
+        "@settings(max_examples=200, deadline=None)\n"
+        "@given(st.text())\n"
+        "async def test_never_empty(data: str) -> None:\n"
+        "    await start_worker()\n"
+        "    result = await Worker.process_data(data)\n"
+        "    assert result[1] != 'Processed: '\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(EXAMPLES.parent),
+         "-c", str(EXAMPLES.parent / "pyproject.toml"), str(broken)],
+        capture_output=True, text=True, timeout=300, cwd=EXAMPLES.parent,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "data=''" in done.stdout, done.stdout  # hypothesis shrank to the smallest failing input
+
+
 def test_every_example_has_expectations() -> None:
     assert set(_examples()) <= set(EXPECTED), "add the new example's expected output to EXPECTED"

@@ -243,11 +243,12 @@ def loaded_applications() -> list[tuple[str, str, str]]:
     return [(cls.name, cls.description, cls.version) for cls in _state().loaded.values()]
 
 
-def load(app: AppRef) -> None:
-    """Load `app` without starting it: its env becomes its defaults merged
-    with its configuration section, validated against `config_schema`
-    (raises `beamish.config.ConfigError`)."""
-    _resolve(_state(), app)
+def load(app: AppRef) -> type[Application]:
+    """Load `app` (a class, a loaded name, or `"package.module:Class"`)
+    without starting it and return its class: its env becomes its defaults
+    merged with its configuration section, validated against
+    `config_schema` (raises `beamish.config.ConfigError`)."""
+    return _resolve(_state(), app)
 
 
 def get_env(app: AppRef, key: str, default: Term = None) -> Term:

@@ -1,15 +1,27 @@
-"""The `beamish` command line: `beamish node ...` (also `python -m beamish`).
+"""The `beamish` command line: `beamish run ...`, `beamish node ...` (also
+`python -m beamish`).
 
 >>> from beamish import cli
 >>> sorted(cli.SUBCOMMANDS)
-['node']
+['node', 'run']
 
 Each subcommand is an entry of `SUBCOMMANDS`: a help line, a function that
 adds its arguments, and the function that runs it (returning the exit code).
 `beamish node --name py@127.0.0.1 --cookie secret --rpc-allow math` runs a
 distributed node until SIGINT/SIGTERM, then leaves the cluster cleanly.
 
-OTP: mirrors `erl -name ... -setcookie ...` for a node that only serves.
+`beamish run my_app.application:MyApp --config config` boots a node, loads
+the configuration of `$BEAMISH_ENV` (or `--env`) from the directory, starts
+the application and its dependencies as permanent applications, and runs
+until SIGINT/SIGTERM, when it stops them, newest first, and exits 0. SIGHUP
+reloads the configuration (`config_change` on what changed; an invalid file
+is logged and the running configuration kept). With `--name` the node is
+distributed too. A bad configuration stops boot with exit code 78 and the
+file, line and key; a permanent application that dies halts the node with
+exit code 1.
+
+OTP: mirrors `erl -name ... -setcookie ...` for a node that only serves, and
+a release's boot (`bin/my_app start`) for `run`.
 """
 
 from __future__ import annotations
@@ -20,7 +32,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from . import application
+from .config import ConfigError
 from .dist import _node_cli
+from .node import Node, _loop_factory
+from .process import Exit
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "main"]
 
@@ -31,7 +47,81 @@ class Subcommand(NamedTuple):
     run: Callable[[argparse.Namespace], int]
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", metavar="MODULE:CLASS", help="the application to start, e.g. my_app.application:MyApp")
+    parser.add_argument("--config", metavar="DIR", help="configuration directory (default: ./config when it exists)")
+    parser.add_argument("--env", help="configuration environment (default: $BEAMISH_ENV, then dev)")
+    parser.add_argument("--name", help="distribute the node under this name, e.g. app@127.0.0.1")
+    parser.add_argument("--cookie", help="the cluster's cookie (with --name)")
+    parser.add_argument("--listen", default="127.0.0.1", help="address for distribution (with --name; default: loopback)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Boot a node with one application (and its dependencies) and serve."""
+    import asyncio
+    import importlib
+    import os
+    import signal
+
+    directory = args.config or ("config" if os.path.isdir("config") else None)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # import the app from here, as `python -m` would
+    # Import the application's code before the node runs: an import holds the
+    # event loop, and the lag watchdog would rightly complain about it.
+    importlib.import_module(args.app.partition(":")[0])
+    node = Node(args.name or "nonode@nohost")
+
+    async def boot() -> None:
+        if args.name:
+            from .dist import _api
+
+            await _api.start(cookie=args.cookie, listen=args.listen)
+        cfg = application.load_config(directory, env=args.env)
+        app = application.load(args.app)
+        await application.ensure_all_started(app, "permanent")
+        print(f"beamish: {app.name} started on {node.name} (env {cfg.env})", flush=True)
+        loop = asyncio.get_running_loop()
+        stop, hup = asyncio.Event(), asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, hup.set)
+        while not stop.is_set():
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            if hup.is_set() and not stop.is_set():
+                hup.clear()
+                try:
+                    changed = await application.reload_config()
+                except ConfigError as exc:
+                    print(f"beamish: configuration not reloaded: {exc}", file=sys.stderr, flush=True)
+                else:
+                    print(f"beamish: configuration reloaded; changed: {', '.join(changed) or 'nothing'}", flush=True)
+        stopped = await application.stop_all()
+        print(f"beamish: stopped {', '.join(stopped)}", flush=True)
+
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(None)) as runner:
+            runner.run(node.run(boot))
+    except ConfigError as exc:
+        print(f"beamish: {exc}", file=sys.stderr, flush=True)
+        return 78  # EX_CONFIG
+    except application.ApplicationError as exc:
+        print(f"beamish: could not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exit as exc:
+        print(f"beamish: node halted: {exc.reason!r}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "run": Subcommand(
+        "boot a node and run an application until SIGINT/SIGTERM (SIGHUP reloads its configuration)",
+        _add_run_arguments,
+        _run,
+    ),
     "node": Subcommand(
         "run a distributed node that joins Erlang/Elixir/beamish clusters",
         _node_cli.add_arguments,

@@ -24,6 +24,7 @@ and ExUnit.Callbacks' `start_supervised/2`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Final
 
@@ -84,13 +85,21 @@ async def wait_for_exit(pid: Pid, timeout: float = 5.0) -> Term:
 
 
 async def eventually(condition: Callable[[], object], timeout: float = 1.0, interval: float = 0.005) -> None:
-    """Wait until `condition()` is true, checking every `interval` seconds;
-    fail with `AssertionError` if it is still false after `timeout`. For
-    state that changes without a message to wait for (another process's
-    bookkeeping); prefer `assert_receive` whenever a message tells you."""
+    """Wait until `condition()` is true (it may be an `async def`), checking
+    every `interval` seconds; fail with `AssertionError` if it is still
+    false after `timeout`. For state that changes without a message to wait
+    for (another process's bookkeeping, a timer's work); prefer
+    `assert_receive` whenever a message tells you."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():
+
+    async def holds() -> bool:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
+    while not await holds():
         if loop.time() >= deadline:
             raise AssertionError(f"condition still false after {timeout} s: {condition!r}")
         await asyncio.sleep(interval)

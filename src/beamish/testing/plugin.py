@@ -1,7 +1,8 @@
 """The pytest plugin: run `async def` tests as the first process of a fresh node.
 
 Enable it for a whole project with `beamish_mode = true` in the pytest ini
-options, or per test with `@pytest.mark.beamish`. Marker keywords are passed
+options, or per test with `@pytest.mark.beamish`. An `async def` test under
+hypothesis's `@given` runs each generated example in its own fresh node. Marker keywords are passed
 to the node (`name=`, `lag_threshold=`, `use_uvloop=`). Each test gets its
 own node, so registered names never leak from one test into another; when
 the test returns, everything `start_supervised` started is shut down in
@@ -42,12 +43,24 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     fn = pyfuncitem.obj
-    if not inspect.iscoroutinefunction(fn):
-        return None
     marker = pyfuncitem.get_closest_marker("beamish")
     if marker is None and not pyfuncitem.config.getini("beamish_mode"):
         return None
     options: dict[str, Term] = dict(marker.kwargs) if marker is not None else {}
+    hypothesis = getattr(fn, "hypothesis", None)
+    if hypothesis is not None and inspect.iscoroutinefunction(hypothesis.inner_test):
+        # A hypothesis test: every generated example runs as the first
+        # process of its own fresh node (pytest-trio's approach).
+        inner = hypothesis.inner_test
+
+        @functools.wraps(inner)
+        def each_example(*args: Term, **kwargs: Term) -> None:
+            run_test(functools.partial(inner, *args, **kwargs), **dict(options))
+
+        hypothesis.inner_test = each_example
+        return None
+    if not inspect.iscoroutinefunction(fn):
+        return None
     argnames = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in argnames}
     run_test(functools.partial(fn, **kwargs), **options)
