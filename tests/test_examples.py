@@ -15,6 +15,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED: dict[str, list[str]] = {
     "showcase.py": ["restarted", "registry"],
     "traffic_light.py": ["red", "yellow", "green"],
+    "cpu_cluster.py": ["1 node(s):", "2 node(s):", "speed-up with 2 nodes:"],
     "robust_worker.py": [
         "'corrupt' -> ('error', 'processing failed')",
         "processed_count kept across the error: 3",

@@ -3,10 +3,12 @@
 
 >>> from beamish import cli
 >>> sorted(cli.SUBCOMMANDS)
-['node', 'run']
+['cluster', 'node', 'run']
 
 Each subcommand is an entry of `SUBCOMMANDS`: a help line, a function that
 adds its arguments, and the function that runs it (returning the exit code).
+`beamish cluster my_app.application:MyApp --nodes 2` runs one node per core
+(`beamish.dist.local_cluster`), restarting any that dies, until Ctrl-C.
 `beamish node --name py@127.0.0.1 --cookie secret --rpc-allow math` runs a
 distributed node until SIGINT/SIGTERM, then leaves the cluster cleanly.
 
@@ -34,7 +36,7 @@ from typing import NamedTuple
 
 from . import application
 from .config import ConfigError
-from .dist import _node_cli
+from .dist import _node_cli, local_cluster
 from .node import Node, _loop_factory
 from .process import Exit
 
@@ -54,6 +56,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="distribute the node under this name, e.g. app@127.0.0.1")
     parser.add_argument("--cookie", help="the cluster's cookie (with --name)")
     parser.add_argument("--listen", default="127.0.0.1", help="address for distribution (with --name; default: loopback)")
+    parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at boot (with --name)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -76,6 +79,8 @@ def _run(args: argparse.Namespace) -> int:
             from .dist import _api
 
             await _api.start(cookie=args.cookie, listen=args.listen)
+            for peer in args.connect:  # the others may not be up yet: they will connect to us
+                await _api.connect(peer)
         cfg = application.load_config(directory, env=args.env)
         app = application.load(args.app)
         await application.ensure_all_started(app, "permanent")
@@ -117,6 +122,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "cluster": Subcommand(
+        "run N local nodes of one application, supervised, until SIGINT/SIGTERM",
+        local_cluster.add_arguments,
+        local_cluster.main,
+    ),
     "run": Subcommand(
         "boot a node and run an application until SIGINT/SIGTERM (SIGHUP reloads its configuration)",
         _add_run_arguments,

@@ -460,7 +460,12 @@ class Kernel:
                     except TimeoutError:
                         break
             else:
-                log.warning("%s could not connect to %s: %s", self.node.name, peer, exc)
+                # A peer that is not up is routine (Erlang says nothing); a
+                # refused handshake (a wrong cookie) is worth a warning.
+                refused = isinstance(exc, handshake.HandshakeError) and not isinstance(exc, handshake.Unreachable)
+                routine = not refused
+                level = logging.INFO if routine else logging.WARNING
+                log.log(level, "%s could not connect to %s: %s", self.node.name, peer, exc)
         finally:
             self.connecting.pop(peer, None)
         if result is None:

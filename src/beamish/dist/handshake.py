@@ -49,7 +49,7 @@ from . import cookie as cookies
 from . import epmd
 from . import flags as F
 
-__all__ = ["HandshakeError", "HandshakeResult", "accept", "handshake_out", "initiate"]
+__all__ = ["HandshakeError", "HandshakeResult", "Unreachable", "accept", "handshake_out", "initiate"]
 
 log = logging.getLogger("beamish.dist")
 
@@ -58,6 +58,10 @@ MAX_MESSAGE = 1024  # handshake messages are small: names are at most 255 bytes
 
 class HandshakeError(ConnectionError):
     """The handshake failed: wrong cookie, refused, malformed, or too slow."""
+
+
+class Unreachable(HandshakeError):
+    """The peer is not up: unknown to its host's EPMD, or not accepting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +170,13 @@ async def initiate(
     try:
         port, version = await epmd.port_please(alive, host, epmd_port=epmd_port, timeout=timeout)
     except epmd.EpmdError as exc:
-        raise HandshakeError(str(exc)) from None
+        raise Unreachable(str(exc)) from None
     if version < 6:
         raise HandshakeError(f"{peer} only speaks handshake version {version}; OTP 23+ is required")
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 20), timeout)
     except (OSError, TimeoutError) as exc:
-        raise HandshakeError(f"cannot connect to {peer} at {host}:{port}: {exc}") from None
+        raise Unreachable(f"cannot connect to {peer} at {host}:{port}: {exc}") from None
     try:
         result = await handshake_out(reader, writer, name=name, cookie=cookie, flags=flags, creation=creation, timeout=timeout)
     except BaseException:
