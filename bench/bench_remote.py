@@ -1,12 +1,14 @@
 """Remote benchmarks (issue 5): calls and casts between nodes over loopback,
 next to the raw asyncio TCP floor and Erlang<->Erlang measured in the same run.
 
-Prints `RESULT workload=remote_call ...` (µs per sequential GenServer.call
-between two beamish nodes), `remote_cast` (msgs/s, casts then one call),
-`remote_call_erlang` (beamish calling a gen_server on an Erlang node),
-`erlang_remote_call` (Erlang to Erlang), and `floor_tcp_pingpong` (two asyncio
-stream endpoints ping-ponging length-prefixed frames). The two beamish nodes
-share one event loop here (one core), which is the pessimistic case.
+Prints `RESULT workload=...` lines: `erlang_remote_call` (Erlang to Erlang,
+two OS processes), `floor_tcp_pingpong` (two asyncio stream endpoints in one
+loop ping-ponging length-prefixed frames), `remote_call` / `remote_cast` (µs
+per sequential GenServer.call, msgs/s of casts then one call, between two
+beamish nodes sharing one event loop); then, for the default loop and for
+uvloop (`_uvloop`), the same between two OS processes:
+`floor_tcp_pingpong_2proc`, `remote_call_2proc`, `remote_cast_2proc`, and
+`remote_call_erlang` (beamish calling net_kernel on an Erlang node).
 Run: `python bench/bench_remote.py [--quick]`.
 """
 
@@ -18,8 +20,10 @@ import secrets
 import shutil
 import struct
 import subprocess
+import sys
 import time
 
+import beamish
 from beamish import Atom, From, GenServer, Node, NoReply, Reply, dist
 from beamish.terms import Term
 
@@ -42,18 +46,72 @@ def result(name: str, value: float, unit: str, floor: float | None = None) -> No
     print(line, flush=True)
 
 
-async def tcp_floor(count: int) -> float:
-    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await r.readexactly(4)
-            except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
-                break
-            body = await r.readexactly(struct.unpack(">I", head)[0])
-            w.write(head + body)
-        w.close()
+async def _echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    while True:
+        try:
+            head = await r.readexactly(4)
+        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
+            break
+        body = await r.readexactly(struct.unpack(">I", head)[0])
+        w.write(head + body)
+    w.close()
 
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+
+def echo_server(use_uvloop: bool) -> None:
+    """The far end of the two-process floor: prints its port, echoes frames
+    until stdin closes."""
+
+    async def body() -> None:
+        server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        server.close()
+
+    if use_uvloop:
+        import uvloop
+
+        uvloop.run(body())
+    else:
+        asyncio.run(body())
+
+
+async def _pingpong(host: str, port: int, count: int) -> float:
+    r, w = await asyncio.open_connection(host, port)
+    frame = struct.pack(">I", 40) + b"x" * 40
+    for _ in range(100):  # warm up
+        w.write(frame)
+        await r.readexactly(44)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        w.write(frame)
+        await r.readexactly(44)
+    elapsed = time.perf_counter() - t0
+    w.close()
+    await w.wait_closed()
+    return elapsed / count * 1e6
+
+
+def tcp_floor_2proc(count: int, use_uvloop: bool) -> float:
+    """µs per frame round trip between this process and an echo server in
+    another OS process (the floor for nodes in two processes)."""
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--echo", *(["--uvloop"] if use_uvloop else [])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        if use_uvloop:
+            import uvloop
+
+            return uvloop.run(_pingpong("127.0.0.1", port, count))
+        return asyncio.run(_pingpong("127.0.0.1", port, count))
+    finally:
+        server.communicate(timeout=30)
+
+
+async def tcp_floor(count: int) -> float:
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
     r, w = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
     frame = struct.pack(">I", 40) + b"x" * 40
     t0 = time.perf_counter()
@@ -135,6 +193,76 @@ def beamish_pair(calls: int, casts: int) -> tuple[float, float, float | None]:
     return out["call"], out["cast"], None
 
 
+def serve(name: str, cookie: str, use_uvloop: bool) -> None:
+    """The server node of `os_pair`: an Echo named `echo`, until stdin closes."""
+
+    async def body() -> None:
+        await dist.start(cookie=cookie)
+        await Echo.start(None, name="echo")
+        print("ready", flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)
+
+    beamish.run(body, name=name, use_uvloop=use_uvloop, lag_threshold=None)
+
+
+def os_pair(calls: int, casts: int, use_uvloop: bool) -> tuple[float, float, float | None]:
+    """Call/cast figures between this node and a node in another OS process
+    (as Erlang's pair is), plus µs per call to an Erlang node's net_kernel."""
+    cookie = secrets.token_hex(8)
+    suffix = secrets.token_hex(3)
+    server_name = f"bench_s_{suffix}@127.0.0.1"
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", server_name, cookie, *(["--uvloop"] if use_uvloop else [])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    erl = shutil.which("erl")
+    erlang = None
+    if erl is not None:
+        erlang = subprocess.Popen(
+            [erl, "-noshell", "-name", f"bench_e_{suffix}@127.0.0.1", "-setcookie", cookie],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    out: dict[str, float] = {}
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready"
+
+        async def client() -> None:
+            await dist.start(cookie=cookie)
+            target = (Atom("echo"), Atom(server_name))
+            await GenServer.call(target, "warm")
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                await GenServer.call(target, "ping")
+            out["call"] = (time.perf_counter() - t0) / calls * 1e6
+            t0 = time.perf_counter()
+            for _ in range(casts):
+                GenServer.cast(target, "x")
+            await GenServer.call(target, "sync", timeout=None)
+            out["cast"] = casts / (time.perf_counter() - t0)
+            if erlang is not None:
+                peer = Atom(f"bench_e_{suffix}@127.0.0.1")
+                for _ in range(100):
+                    if await dist.ping(peer) == "pong":
+                        break
+                    await asyncio.sleep(0.1)
+                request = (Atom("is_auth"), dist.node())
+                await GenServer.call((Atom("net_kernel"), peer), request)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    await GenServer.call((Atom("net_kernel"), peer), request)
+                out["erlang"] = (time.perf_counter() - t0) / calls * 1e6
+
+        beamish.run(client, name=f"bench_c_{suffix}@127.0.0.1", use_uvloop=use_uvloop, lag_threshold=None)
+    finally:
+        server.communicate(timeout=30)
+        if erlang is not None:
+            erlang.kill()
+            erlang.wait()
+    return out["call"], out["cast"], out.get("erlang")
+
+
 def main(quick: bool) -> None:
     calls = 1_000 if quick else 20_000
     casts = 10_000 if quick else 200_000
@@ -143,12 +271,37 @@ def main(quick: bool) -> None:
     erlang = None if quick else erlang_pair(calls)
     if erlang is not None:
         result("erlang_remote_call", erlang, "us")
+    loops = [("", False)]
+    try:
+        import uvloop  # noqa: F401
+
+        loops.append(("_uvloop", True))
+    except ImportError:
+        pass
     call, cast, _ = beamish_pair(calls, casts)
     result("remote_call", call, "us", erlang or floor)
     result("remote_cast", cast, "msgs/s")
+    for suffix, use_uvloop in loops:
+        floor2 = tcp_floor_2proc(calls, use_uvloop)
+        result(f"floor_tcp_pingpong_2proc{suffix}", floor2, "us")
+        call, cast, to_erlang = os_pair(calls, casts, use_uvloop)
+        result(f"remote_call_2proc{suffix}", call, "us", erlang or floor2)
+        result(f"remote_cast_2proc{suffix}", cast, "msgs/s")
+        if to_erlang is not None:
+            result(f"remote_call_erlang{suffix}", to_erlang, "us", erlang or floor2)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true")
-    main(parser.parse_args().quick)
+    parser.add_argument("--serve", nargs=2, metavar=("NAME", "COOKIE"), help=argparse.SUPPRESS)
+    parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.serve:
+        name, cookie = options.serve
+        serve(name, cookie, options.uvloop)
+    elif options.echo:
+        echo_server(options.uvloop)
+    else:
+        main(options.quick)

@@ -303,3 +303,4 @@ if __name__ == "__main__":
         beamish.run(main, use_uvloop=use_uvloop, lag_threshold=None)
     run_script("bench_etf.py")
     run_script("bench_remote.py")
+    run_script("bench_cluster.py")
