@@ -49,8 +49,12 @@ from ._api import (
     start,
     stop,
 )
+from .local_cluster import LocalCluster
+from .tls import TlsOptions
 
 __all__ = [
+    "LocalCluster",
+    "TlsOptions",
     "connect",
     "disconnect",
     "is_alive",

@@ -12,6 +12,7 @@ from ..process import Exit, current, receive
 from ..terms import Atom, Pid, Ref, Term
 from . import cookie as cookie_mod
 from ._kernel import Kernel, Options
+from .tls import TlsOptions
 
 __all__ = [
     "connect",
@@ -41,11 +42,14 @@ async def start(
     rpc_allow: Iterable[str] = (),
     spawn_allow: Iterable[str] = (),
     epmd_port: int | None = None,
+    tls: TlsOptions | None = None,
 ) -> Kernel:
     """Make the calling process's node distributed (`net_kernel:start/2`):
     listen on `listen:port` (loopback and a free port by default), register
     with EPMD, and accept and make connections authenticated by `cookie`
-    (default: `BEAMISH_COOKIE`, then `~/.erlang.cookie`, as Erlang)."""
+    (default: `BEAMISH_COOKIE`, then `~/.erlang.cookie`, as Erlang). With
+    `tls`, every connection runs over TLS (`beamish.dist.tls`), as Erlang's
+    `-proto_dist inet_tls`."""
     node = current().node
     if node.extensions.get(_KEY) is not None:
         raise RuntimeError(f"{node.name} is already distributed")
@@ -57,6 +61,7 @@ async def start(
         rpc_allow=frozenset(rpc_allow),
         spawn_allow=frozenset(spawn_allow),
         epmd_port=epmd_port,
+        tls=tls,
     )
     k = Kernel(node, options)
     await k.start()

@@ -15,6 +15,7 @@ import functools
 import importlib
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -26,6 +27,7 @@ from ..terms import Atom, Pid, Ref, Term
 from . import control as C
 from . import epmd, etf, framing, handshake
 from . import flags as F
+from .tls import TlsOptions
 
 log = logging.getLogger("beamish.dist")
 
@@ -56,6 +58,7 @@ class Options:
     max_frame: int = 64 * 1024 * 1024
     epmd_port: int | None = None
     limits: etf.Limits = field(default_factory=etf.Limits)
+    tls: TlsOptions | None = None
 
 
 def wire_reason(reason: Term) -> Term:
@@ -312,6 +315,10 @@ class Kernel:
         self.embedded_epmd: epmd.EpmdServer | None = None
         self.established = asyncio.Event()  # pulsed on each new connection
         self.flags = F.ADVERTISED
+        # Built once: loading certificates is slow, and a bad path should
+        # fail `dist.start`, not the first connection.
+        self.tls_server: ssl.SSLContext | None = options.tls.server_context() if options.tls else None
+        self.tls_client: ssl.SSLContext | None = options.tls.client_context() if options.tls else None
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -331,8 +338,10 @@ class Kernel:
         self.node.extensions.pop("beamish.dist", None)
 
     async def stop(self) -> None:
-        for conn in list(self.conns.values()):
+        conns = list(self.conns.values())
+        for conn in conns:
             self.connection_down(conn, Atom("shutdown"))
+        await asyncio.gather(*(conn.stream.wait_closed() for conn in conns))
         for task in list(self.connecting.values()):
             task.cancel()
         if self.server is not None:
@@ -350,6 +359,14 @@ class Kernel:
     # --- connections --------------------------------------------------------
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.tls_server is not None:
+            peer = writer.get_extra_info("peername")
+            try:
+                await asyncio.wait_for(writer.start_tls(self.tls_server), self.options.connect_timeout)
+            except (ssl.SSLError, OSError, TimeoutError) as exc:
+                log.warning("refused a connection from %s: TLS handshake failed: %s", peer, exc)
+                writer.transport.abort()
+                return
         try:
             result = await handshake.accept(
                 reader,
@@ -447,6 +464,7 @@ class Kernel:
                 creation=self.node.creation,
                 timeout=self.options.connect_timeout,
                 epmd_port=self.options.epmd_port,
+                tls=self.tls_client,
             )
         except (handshake.HandshakeError, OSError, TimeoutError) as exc:
             result = None

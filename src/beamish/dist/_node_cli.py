@@ -13,6 +13,7 @@ import signal
 
 from ..node import Node, _loop_factory
 from . import _api
+from .tls import TlsOptions
 
 log = logging.getLogger("beamish.dist")
 
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a function peers may spawn (Node.spawn); repeatable; none by default",
     )
     parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start")
+    parser.add_argument("--tls-cert", metavar="PEM", help="distribute over TLS with this certificate (inet_tls_dist)")
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (default: in --tls-cert)")
+    parser.add_argument("--tls-ca", metavar="PEM", help="authorities peers' certificates must chain to")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -50,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
             port=args.port,
             rpc_allow=args.rpc_allow,
             spawn_allow=args.spawn_allow,
+            tls=TlsOptions(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None,
         )
         for peer in args.connect:
             if not await _api.connect(peer):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from typing import Final
@@ -146,3 +147,13 @@ class FrameStream:
         if self._ticker is not None:
             self._ticker.cancel()
         self.writer.close()
+
+    async def wait_closed(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) until the transport is closed: a TLS connection
+        sends its close_notify first, which needs the loop to run."""
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), timeout)
+        except TimeoutError:
+            self.writer.transport.abort()  # the peer never answered: drop it
+        except (ConnectionError, ssl.SSLError, RuntimeError):
+            pass

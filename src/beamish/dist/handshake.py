@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,15 +74,22 @@ class HandshakeResult:
     writer: asyncio.StreamWriter
 
 
-async def _recv(reader: asyncio.StreamReader) -> bytes:
-    (size,) = struct.unpack(">H", await reader.readexactly(2))
+def _header(writer: asyncio.StreamWriter) -> int:
+    """Bytes of each handshake message's length: 2 over TCP (dist_util's
+    `{packet, 2}`), 4 over TLS (inet_tls_dist runs the handshake with
+    `{packet, 4}` on the TLS socket)."""
+    return 4 if writer.get_extra_info("ssl_object") is not None else 2
+
+
+async def _recv(reader: asyncio.StreamReader, header: int = 2) -> bytes:
+    size = int.from_bytes(await reader.readexactly(header), "big")
     if size == 0 or size > MAX_MESSAGE:
         raise HandshakeError(f"handshake message of {size} bytes")
     return await reader.readexactly(size)
 
 
-def _send(writer: asyncio.StreamWriter, body: bytes) -> None:
-    writer.write(struct.pack(">H", len(body)) + body)
+def _send(writer: asyncio.StreamWriter, body: bytes, header: int = 2) -> None:
+    writer.write(len(body).to_bytes(header, "big") + body)
 
 
 def _parse_name_msg(msg: bytes, with_challenge: bool) -> tuple[int, int, int, str]:
@@ -124,23 +132,24 @@ async def handshake_out(
     timeout: float = 7.0,
 ) -> HandshakeResult:
     """The connecting side, on an open connection."""
+    header = _header(writer)
     try:
         async with asyncio.timeout(timeout):
             encoded = name.encode()
-            _send(writer, b"N" + struct.pack(">QIH", flags, creation, len(encoded)) + encoded)
-            status = await _recv(reader)
+            _send(writer, b"N" + struct.pack(">QIH", flags, creation, len(encoded)) + encoded, header)
+            status = await _recv(reader, header)
             if status[:1] != b"s":
                 raise HandshakeError(f"expected a status, got {status[:1]!r}")
             text = status[1:].decode(errors="replace")
             if text == "alive":
-                _send(writer, b"strue")
+                _send(writer, b"strue", header)
             elif text not in ("ok", "ok_simultaneous"):
                 raise HandshakeError(f"the peer refused the connection: {text}")
-            peer_flags, challenge, peer_creation, peer = _parse_name_msg(await _recv(reader), True)
+            peer_flags, challenge, peer_creation, peer = _parse_name_msg(await _recv(reader, header), True)
             _check_flags(peer, peer_flags)
             mine = secrets.randbits(32)
-            _send(writer, b"r" + struct.pack(">I", mine) + cookies.digest(challenge, cookie))
-            ack = await _recv(reader)
+            _send(writer, b"r" + struct.pack(">I", mine) + cookies.digest(challenge, cookie), header)
+            ack = await _recv(reader, header)
             if ack[:1] != b"a" or len(ack) != 17 or not cookies.matches(ack[1:], mine, cookie):
                 raise HandshakeError(f"{peer} did not prove it knows the cookie")
     except asyncio.IncompleteReadError:
@@ -161,9 +170,12 @@ async def initiate(
     creation: int,
     timeout: float = 7.0,
     epmd_port: int | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> HandshakeResult:
     """Connect to node `peer` (`name@host`): ask its host's EPMD for the
-    port, open the connection and run the handshake."""
+    port, open the connection (wrapped in TLS with `tls`, as
+    `inet_tls_dist` does, before anything else is said) and run the
+    handshake."""
     alive, _, host = peer.partition("@")
     if not alive or not host:
         raise HandshakeError(f"bad node name {peer!r}")
@@ -177,6 +189,12 @@ async def initiate(
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 20), timeout)
     except (OSError, TimeoutError) as exc:
         raise Unreachable(f"cannot connect to {peer} at {host}:{port}: {exc}") from None
+    if tls is not None:
+        try:
+            await asyncio.wait_for(writer.start_tls(tls, server_hostname=host), timeout)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            writer.transport.abort()
+            raise HandshakeError(f"TLS handshake with {peer} failed: {exc}") from None
     try:
         result = await handshake_out(reader, writer, name=name, cookie=cookie, flags=flags, creation=creation, timeout=timeout)
     except BaseException:
@@ -202,33 +220,34 @@ async def accept(
     """The accepting side. `is_pending(peer)` says whether we are connecting
     to `peer` ourselves at this moment (the simultaneous-connect rule)."""
     peer = "?"
+    header = _header(writer)
     try:
         async with asyncio.timeout(timeout):
-            peer_flags, _, peer_creation, peer = _parse_name_msg(await _recv(reader), False)
+            peer_flags, _, peer_creation, peer = _parse_name_msg(await _recv(reader, header), False)
             try:
                 _check_flags(peer, peer_flags)
             except HandshakeError:
-                _send(writer, b"snot_allowed")
+                _send(writer, b"snot_allowed", header)
                 raise
             if is_pending is not None and is_pending(peer):
                 # dist_util: the node with the greater name keeps its own attempt.
                 if name > peer:
-                    _send(writer, b"snok")
+                    _send(writer, b"snok", header)
                     raise HandshakeError(f"simultaneous connect with {peer}: keeping ours")
-                _send(writer, b"sok_simultaneous")
+                _send(writer, b"sok_simultaneous", header)
             else:
-                _send(writer, b"sok")
+                _send(writer, b"sok", header)
             challenge = secrets.randbits(32)
             encoded = name.encode()
-            _send(writer, b"N" + struct.pack(">QIIH", flags, challenge, creation, len(encoded)) + encoded)
-            reply = await _recv(reader)
+            _send(writer, b"N" + struct.pack(">QIIH", flags, challenge, creation, len(encoded)) + encoded, header)
+            reply = await _recv(reader, header)
             if reply[:1] != b"r" or len(reply) != 21:
                 raise HandshakeError(f"malformed challenge reply from {peer}")
             if not cookies.matches(reply[5:], challenge, cookie):
                 log.error("connection attempt from %s refused: wrong cookie", peer)
                 raise HandshakeError(f"{peer} presented a wrong cookie")
             (theirs,) = struct.unpack(">I", reply[1:5])
-            _send(writer, b"a" + cookies.digest(theirs, cookie))
+            _send(writer, b"a" + cookies.digest(theirs, cookie), header)
     except asyncio.IncompleteReadError:
         raise HandshakeError(f"{peer} closed the connection during the handshake") from None
     except TimeoutError:

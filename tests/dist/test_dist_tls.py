@@ -1,0 +1,221 @@
+"""Distribution over TLS (inet_tls_dist): beamish <-> beamish and beamish <->
+a real Erlang node started with `-proto_dist inet_tls`, with mutual
+certificate checks; untrusted certificates and plain-TCP peers refused
+while the node carries on."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.interop.erlang import HOST, ErlNode, ensure_epmd, erl_eval, erl_node, new_cookie, require, unique_name
+
+import beamish
+from beamish import Atom, From, GenServer, Node, Pid, Reply, dist
+from beamish.dist import TlsOptions, rpc
+from beamish.terms import Term
+from beamish.testing import assert_receive
+
+pytestmark = pytest.mark.interop
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A throwaway CA with certificates for nodes on 127.0.0.1, and a rogue CA."""
+
+    dir: Path
+
+    def node(self, who: str = "node") -> TlsOptions:
+        return TlsOptions(str(self.dir / f"{who}.pem"), str(self.dir / f"{who}.key"), str(self.dir / "ca.pem"))
+
+    def erl_args(self, who: str = "erl") -> list[str]:
+        """`erl` arguments for distribution over TLS with `who`'s certificate."""
+        conf = self.dir / f"{who}.conf"
+        if not conf.exists():
+            files = f'{{certfile, "{self.dir / who}.pem"}}, {{keyfile, "{self.dir / who}.key"}}, {{cacertfile, "{self.dir}/ca.pem"}}'
+            conf.write_text(
+                f"[{{server, [{files}, {{verify, verify_peer}}, {{fail_if_no_peer_cert, true}}]}},\n"
+                f" {{client, [{files}, {{verify, verify_peer}}]}}].\n"
+            )
+        return ["-proto_dist", "inet_tls", "-ssl_dist_optfile", str(conf)]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run([require("openssl"), *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _issue(d: Path, who: str, ca: str) -> None:
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}", cwd=d)
+    _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+             "-out", f"{who}.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    (d / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    for ca in ("ca", "rogue_ca"):
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=beamish test {ca}", cwd=d)
+    for who in ("node", "other", "erl", "probe"):
+        _issue(d, who, "ca")
+    _issue(d, "rogue", "rogue_ca")
+    # The rogue node trusts the real CA, but its own certificate is not from it.
+    (d / "rogue_trusts.pem").write_text((d / "ca.pem").read_text())
+    return Pki(d)
+
+
+class Echo(GenServer):
+    def init(self, _: Term) -> None:
+        return None
+
+    def handle_call(self, request: Term, from_: From, state: None) -> Reply:
+        return Reply((Atom("echo"), request), state)
+
+
+def py_name() -> str:
+    return f"{unique_name('tls')}@{HOST}"
+
+
+def is_tls(peer: str) -> bool:
+    conn = dist.kernel().conns[Atom(peer)]
+    return conn.stream.writer.get_extra_info("ssl_object") is not None
+
+
+# --- beamish <-> beamish --------------------------------------------------------
+
+
+def two_nodes(pki: Pki, client_tls: TlsOptions | None, client: object) -> Term:
+    ensure_epmd()
+    cookie = new_cookie()
+    a, b = Node(py_name()), Node(py_name())
+    ready, done = asyncio.Event(), asyncio.Event()
+
+    async def a_main() -> None:
+        await dist.start(cookie=cookie, tls=pki.node("node"))
+        await Echo.start(None, name="echo")
+        ready.set()
+        await done.wait()
+        await dist.stop()
+
+    async def b_main() -> Term:
+        await dist.start(cookie=cookie, tls=client_tls)
+        await ready.wait()
+        try:
+            assert callable(client)
+            return await client(a.name)
+        finally:
+            done.set()
+            await dist.stop()
+
+    async def both() -> Term:
+        _, result = await asyncio.wait_for(asyncio.gather(a.run(a_main), b.run(b_main)), 60)
+        return result
+
+    return asyncio.run(both())
+
+
+def test_beamish_nodes_talk_over_tls(pki: Pki) -> None:
+    async def client(a: Atom) -> Term:
+        assert await dist.ping(a) == "pong"
+        assert is_tls(a)
+        return await GenServer.call(("echo", a), "over tls")
+
+    assert two_nodes(pki, pki.node("other"), client) == ("echo", "over tls")
+
+
+def test_a_certificate_from_another_authority_is_refused_and_the_node_survives(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    rogue = TlsOptions(str(pki.dir / "rogue.pem"), str(pki.dir / "rogue.key"), str(pki.dir / "rogue_trusts.pem"))
+
+    async def client(a: Atom) -> Term:
+        first = await dist.ping(a)
+        # The server survived: a trusted node still gets in.
+        return first, await _ping_from_fresh_node(a, pki.node("other"))
+
+    assert two_nodes(pki, rogue, client) == ("pang", "pong")
+    assert "TLS handshake failed" in caplog.text
+
+
+def test_a_plain_tcp_node_cannot_connect_to_a_tls_node(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    async def client(a: Atom) -> Term:
+        return await dist.ping(a)
+
+    assert two_nodes(pki, None, client) == "pang"
+    assert "TLS handshake failed" in caplog.text
+
+
+async def _ping_from_fresh_node(peer: Atom, tls: TlsOptions) -> str:
+    cookie = dist.kernel().options.cookie
+
+    async def main() -> str:
+        await dist.start(cookie=cookie, tls=tls)
+        try:
+            return await dist.ping(peer)
+        finally:
+            await dist.stop()
+
+    result = await Node(py_name()).run(main)
+    assert isinstance(result, str)
+    return result
+
+
+# --- beamish <-> Erlang ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def erl_tls(pki: Pki) -> Iterator[ErlNode]:
+    require("erl")
+    with erl_node("erltls", extra=pki.erl_args("erl")) as node:
+        yield node
+
+
+async def erl_run(pki: Pki, code: str, cookie: str, tls: bool = True) -> str:
+    """Run `code` on a short-lived Erlang node (over TLS unless told not)."""
+    extra = pki.erl_args("probe") if tls else []
+    return await beamish.to_thread(
+        functools.partial(erl_eval, code, name=unique_name("probe"), cookie=cookie, extra=extra)
+    )
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_beamish_and_erlang_talk_both_ways_over_tls(pki: Pki, erl_tls: ErlNode) -> None:
+    await dist.start(cookie=erl_tls.cookie, tls=pki.node("node"))
+    me = dist.node()
+    # beamish -> Erlang: ping and rpc over TLS.
+    assert await dist.ping(erl_tls.name) == "pong"
+    assert is_tls(erl_tls.name)
+    assert await rpc.call(erl_tls.name, "erlang", "node", []) == Atom(erl_tls.name)
+    # Erlang -> beamish: net_adm:ping, a registered send and a GenServer call.
+    beamish.register("inbox", beamish.self())
+    await Echo.start(None, name="echo")
+    out = await erl_run(
+        pki,
+        f"io:format(\"~p~n\", [net_adm:ping('{me}')]), "
+        f"{{inbox, '{me}'}} ! {{hello, self()}}, "
+        f"io:format(\"~p~n\", [gen_server:call({{echo, '{me}'}}, <<\"from erlang\">>)]), halt().",
+        erl_tls.cookie,
+    )
+    assert out.split() == ["pong", '{echo,<<"from', 'erlang">>}']
+    await assert_receive(("hello", Pid), timeout=5)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_a_plain_erlang_node_cannot_reach_a_tls_beamish_node(pki: Pki, erl_tls: ErlNode) -> None:
+    await dist.start(cookie=erl_tls.cookie, tls=pki.node("node"))
+    me = dist.node()
+    out = await erl_run(pki, f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", erl_tls.cookie, tls=False)
+    assert out.strip() == "pang"
+    # ... while a TLS Erlang node still can.
+    out = await erl_run(pki, f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", erl_tls.cookie)
+    assert out.strip() == "pong"
