@@ -126,6 +126,7 @@ COVERED_BY = {
     "beamish.dist.rpc": "test_dist_erlang",
     "beamish.dist.flags": "test_handshake",
     "beamish.dist.cookie": "test_handshake",
+    "beamish.dist.tls": "test_dist_tls",
 }
 
 
