@@ -346,3 +346,25 @@ def test_a_restarted_node_never_receives_messages_for_its_old_incarnation(erl: E
         return await beamish.receive(timeout=5)
 
     assert beamish.run(second, name=name) == b"for me"
+
+
+def greet(name: bytes) -> None:
+    """Spawned here by an Erlang node (allow-listed in the test below)."""
+    beamish.send("inbox", ("hello", name))
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: ErlNode) -> None:
+    me = await start_node(erl, spawn_allow=["tests.dist.test_dist_erlang:greet"])
+    beamish.register("inbox", beamish.self())
+    code = (
+        f"R1 = erlang:spawn_request('{me}', 'tests.dist.test_dist_erlang', greet, [<<\"erl\">>], [monitor]), "
+        "Ok = receive {spawn_reply, R1, ok, P} -> {ok, node(P)} after 5000 -> timeout end, "
+        "Down = receive {'DOWN', R1, process, _, Reason} -> Reason after 5000 -> no_down end, "
+        f"R2 = erlang:spawn_request('{me}', os, getcwd, [], []), "
+        "Refused = receive {spawn_reply, R2, error, E} -> E after 5000 -> timeout end, "
+        "io:format(\"~p~n\", [{Ok, Down, Refused}]), halt()."
+    )
+    out = await erl_run(code, erl.cookie)
+    assert out.strip() == f"{{{{ok,'{me}'}},normal,notsup}}"
+    await assert_receive(("hello", b"erl"), timeout=5)
