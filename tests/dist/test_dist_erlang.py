@@ -9,6 +9,7 @@ first process.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import subprocess
 from collections.abc import Iterator
@@ -368,3 +369,38 @@ async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: E
     out = await erl_run(code, erl.cookie)
     assert out.strip() == f"{{{{ok,'{me}'}},normal,notsup}}"
     await assert_receive(("hello", b"erl"), timeout=5)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_two_beamish_nodes_and_an_erlang_node_in_one_cluster(erl: ErlNode) -> None:
+    me = await start_node(erl)
+    other = py_name()
+    ready, done = asyncio.Event(), asyncio.Event()
+
+    async def other_main() -> None:
+        await dist.start(cookie=erl.cookie)
+        await KV.start(None, name="kv_b")
+        ready.set()
+        await done.wait()
+        await dist.stop()
+
+    other_node = asyncio.ensure_future(beamish.Node(other).run(other_main))
+    try:
+        await ready.wait()
+        dist.monitor_nodes()
+        # Erlang writes into the other beamish node; we read it back directly.
+        await erl_do(erl.name, f"ok = gen_server:call({{kv_b, '{other}'}}, {{put, from, erlang}}), ok.")
+        assert await GenServer.call(("kv_b", other), ("get", "from")) == Atom("erlang")
+        # Each node sees both others.
+        assert {Atom(erl.name), Atom(other)} <= set(dist.nodes())
+        seen = await erl_do(erl.name, "nodes().")
+        assert {Atom(me), Atom(other)} <= set(seen)
+        # One beamish node leaves: we and Erlang both see it go; Erlang still answers.
+        done.set()
+        await other_node
+        await assert_receive(("nodedown", other), timeout=10)
+        assert await dist.ping(erl.name) == "pong"
+        assert Atom(other) not in await erl_do(erl.name, "nodes().")
+    finally:
+        done.set()
+        await asyncio.wait_for(other_node, 10)
