@@ -362,6 +362,11 @@ class Process:
             return None
         if self._handler is None:
             self.exit(NORMAL)
+        elif self._task is not None and self._task is _current_task():
+            # It became a behaviour: this init task ends now, and an idle
+            # behaviour keeps no task (a finished one, its coroutine and its
+            # closure would cost ~900 bytes per process).
+            self._task = None
         return result
 
     # --- ending -------------------------------------------------------------
