@@ -247,6 +247,11 @@ class GenServer:
             node = _current.get().node
         except LookupError:
             raise RuntimeError("GenServer.cast outside a beamish process") from None
+        if type(server) is Pid:  # the hot path: a local pid
+            proc = node.procs.get(server.id)
+            if proc is not None and proc.pid is server:
+                proc.deliver((GEN_CAST, request))
+                return
         try:
             node.send(server, (GEN_CAST, request))
         except BadArg:
@@ -402,15 +407,43 @@ class _Loop:
             n = len(msg)
             if n == 2:
                 tag = msg[0]
-                if tag == GEN_CAST:
-                    return self.run(self.mod.handle_cast, (msg[1], self.state), None, "handle_cast")
+                if tag is GEN_CAST or tag == GEN_CAST:
+                    # The hot path, inlined: a sync handle_cast returning a
+                    # plain NoReply (`run` and `apply` do the general case).
+                    result: Term
+                    try:
+                        result = self.mod.handle_cast(msg[1], self.state)
+                    except Exception as exc:
+                        return self.crashed(exc)
+                    if type(result) is NoReply and result.action is None:
+                        self.state = result.state
+                        return None
+                    if _gen.is_coroutine(result):
+                        return self._await(result, None, "handle_cast")
+                    return self.apply(result, None, "handle_cast")
                 if tag is _CONTINUE:
                     return self.run(self.mod.handle_continue, (msg[1], self.state), None, "handle_continue")
             elif n == 3:
                 tag = msg[0]
-                if tag == GEN_CALL:
+                if tag is GEN_CALL or tag == GEN_CALL:
                     from_ = msg[1]
-                    return self.run(self.mod.handle_call, (msg[2], from_, self.state), from_, "handle_call")
+                    try:
+                        result = self.mod.handle_call(msg[2], from_, self.state)
+                    except Exception as exc:
+                        return self.crashed(exc)
+                    if type(result) is Reply and result.action is None:
+                        self.state = result.state
+                        tag = from_[1]
+                        if type(tag) is Ref:  # the caller's alias: OTP 24+'s reply path
+                            proc = self.node.aliases.get(tag)
+                            if proc is not None:
+                                proc.deliver((tag, result.value))
+                                return None
+                        _reply(self.node, from_, result.value)
+                        return None
+                    if _gen.is_coroutine(result):
+                        return self._await(result, from_, "handle_call")
+                    return self.apply(result, from_, "handle_call")
                 if tag == EXIT and msg[1] == self.parent and self.proc.trap_exit:
                     return self.terminate(msg[2])
                 if tag == SYSTEM:

@@ -46,6 +46,7 @@ from .process import (
     NORMAL,
     PROCESS,
     BadArg,
+    Deadlines,
     Exit,
     Process,
     ProcessInfo,
@@ -121,6 +122,7 @@ class Node:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._watchdog: _Watchdog | None = None
         self._outcome: asyncio.Future[Term] | None = None
+        self._deadlines: Deadlines | None = None
         self.extensions: dict[str, object] = {}
         """Per-node state of higher layers (registries, dist), by key."""
 
@@ -133,6 +135,14 @@ class Node:
         if loop is None:
             raise RuntimeError("node is not running")
         return loop
+
+    @property
+    def deadlines(self) -> Deadlines:
+        """The node's receive timeouts (one loop timer for all of them)."""
+        d = self._deadlines
+        if d is None:
+            d = self._deadlines = Deadlines(self.loop)
+        return d
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -200,6 +210,9 @@ class Node:
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None
+        if self._deadlines is not None:
+            self._deadlines.close()
+            self._deadlines = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
