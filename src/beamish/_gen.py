@@ -301,8 +301,17 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         target = resolve(node, dest)
     except Exit as e:
         raise Exit(e.reason, (Atom("gen"), CALL, [dest, request, timeout])) from None
-    ref = node.monitor(proc, target, alias=True)
-    node.send(target, (label, From(proc.pid, ref), request))
+    server = node.procs.get(target.id) if type(target) is Pid else None
+    if server is not None and server.pid == target:
+        # The hot path, a live local server: node.monitor's work, inlined.
+        ref = node.make_ref()
+        node.aliases[ref] = proc
+        server.add_watcher(ref, proc.pid)
+        proc.add_monitor(ref, target)
+        server.deliver((label, From(proc.pid, ref), request))
+    else:
+        ref = node.monitor(proc, target, alias=True)
+        node.send(target, (label, From(proc.pid, ref), request))
 
     def is_reply(m: Term) -> bool:
         return type(m) is tuple and (
