@@ -114,7 +114,10 @@ class Hibernate:
 Action = Continue | Hibernate | float | None
 
 
-@dataclass(frozen=True, slots=True)
+# Reply and NoReply are made once per message, so they are not frozen: a
+# frozen dataclass's __init__ costs 0.7 µs against 0.3 µs, which is a third of
+# a cast's whole cost. Treat them as immutable all the same.
+@dataclass(slots=True)
 class Reply:
     """Reply `value` to the caller and continue with `state`."""
 
@@ -123,7 +126,7 @@ class Reply:
     action: Action = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NoReply:
     """Continue with `state` without replying (yet)."""
 
