@@ -281,3 +281,29 @@ async def test_raising_exit_in_a_callback_stops_with_that_reason() -> None:
     pid = await Quitter.start(None)
     GenServer.cast(pid, "now")
     assert await wait_for_exit(pid) == ("quit", "now")
+
+
+class AsyncCaster(GenServer):
+    """An async callback leaves an empty mailbox behind; casts that follow
+    must still be handled (the cast fast path appends to a live mailbox)."""
+
+    def init(self, _: object) -> None:
+        return None
+
+    async def handle_call(self, request: object, from_: beamish.From, state: None) -> Reply:
+        await asyncio.sleep(0)
+        return Reply("ok", state)
+
+    def handle_cast(self, request: object, state: None) -> NoReply:
+        assert isinstance(request, tuple)
+        beamish.send(request[0], ("got", request[1]))
+        return NoReply(state)
+
+
+async def test_casts_after_an_async_callback_are_handled() -> None:
+    pid = await AsyncCaster.start(None)
+    for i in range(3):
+        assert await GenServer.call(pid, "async") == "ok"
+        GenServer.cast(pid, (beamish.self(), i))
+        # Nothing else arrives to wake the server: the cast alone must.
+        await assert_receive(("got", i), timeout=1.0)

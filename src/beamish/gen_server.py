@@ -253,7 +253,14 @@ class GenServer:
         if type(server) is Pid:  # the hot path: a local pid
             proc = node.procs.get(server.id)
             if proc is not None and proc.pid is server:
-                proc.deliver((GEN_CAST, request))
+                mb = proc.mailbox
+                if mb is not None and proc._waiter is None:
+                    # Messages are already queued, so the drain is already
+                    # scheduled or running: just queue (Process.deliver's
+                    # rule, without the call).
+                    mb.append((GEN_CAST, request))
+                else:
+                    proc.deliver((GEN_CAST, request))
                 return
         try:
             node.send(server, (GEN_CAST, request))

@@ -249,7 +249,11 @@ class Process:
     # --- delivery -----------------------------------------------------------
 
     def deliver(self, msg: Term) -> None:
-        """Put `msg` in the mailbox (or straight into a waiting receive)."""
+        """Put `msg` in the mailbox (or straight into a waiting receive).
+
+        Invariant: a behaviour process's mailbox is not None only while a
+        drain is scheduled, running or waiting for an async callback to end
+        (so a sender that finds a mailbox may just append to it)."""
         if not self.alive:
             return
         w = self._waiter
@@ -331,6 +335,10 @@ class Process:
         if self.alive and mb and not self._scheduled:
             self._scheduled = True
             self.node.loop.call_soon(self._drain)
+        elif mb is not None and not mb:
+            # The invariant GenServer.cast's fast path relies on: a
+            # behaviour's mailbox is None unless a drain is due.
+            self.mailbox = None
         return None
 
     def become(self, handler: Handler, behaviour: str) -> None:
