@@ -307,3 +307,37 @@ async def test_casts_after_an_async_callback_are_handled() -> None:
         GenServer.cast(pid, (beamish.self(), i))
         # Nothing else arrives to wake the server: the cast alone must.
         await assert_receive(("got", i), timeout=1.0)
+
+
+class Pong(GenServer):
+    def init(self, _: object) -> int:
+        return 0
+
+    def handle_call(self, request: object, from_: beamish.From, n: int) -> Reply:
+        if request == "crash":
+            raise RuntimeError("asked to")
+        return Reply(n + 1, n + 1)
+
+
+async def test_calls_to_an_idle_server_run_at_once_but_a_calling_loop_still_yields() -> None:
+    from beamish.process import INLINE_BUDGET
+
+    pid = await Pong.start(None)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    beamish.spawn(ticker)
+    for i in range(1, 10 * INLINE_BUDGET + 1):
+        assert await GenServer.call(pid, "n") == i
+    # The ticker ran about once per budget of calls: nobody starves.
+    assert ticks >= 9
+    # A crash during an at-once call still reaches the caller as an exit.
+    with pytest.raises(beamish.Exit) as info:
+        await GenServer.call(pid, "crash")
+    assert isinstance(info.value.reason, RuntimeError)
+    assert not beamish.is_alive(pid)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import types
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple, Protocol, TypeAlias
@@ -308,7 +309,26 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         node.aliases[ref] = proc
         server.add_watcher(ref, proc.pid)
         proc.add_monitor(ref, target)
-        server.deliver((label, From(proc.pid, ref), request))
+        msg = (label, From(proc.pid, ref), request)
+        if (
+            server.mailbox is None
+            and server._handler is not None
+            and not server._busy
+            and not server._scheduled
+            and node.dispatching is None
+            and proc._budget > 0
+        ):
+            # The server is idle and nothing is queued for it, so it would
+            # handle this call next anyway: run it now, here, and save the
+            # two trips through the event loop. A sync reply (or the DOWN of
+            # a crash) is in our mailbox when this returns. The budget makes
+            # a calling loop yield now and then, as the BEAM preempts a
+            # process after its reductions.
+            proc._budget -= 1
+            server.mailbox = deque((msg,))
+            server._drain()
+        else:
+            server.deliver(msg)
     else:
         ref = node.monitor(proc, target, alias=True)
         node.send(target, (label, From(proc.pid, ref), request))

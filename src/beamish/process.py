@@ -127,6 +127,10 @@ _current: contextvars.ContextVar[Process] = contextvars.ContextVar("beamish_proc
 # Messages handled per drain before yielding the loop to other processes: the
 # BEAM preempts after ~4000 reductions; this is our coarse equivalent.
 _DRAIN_BATCH: Final = 512
+INLINE_BUDGET: Final = 64
+"""Calls a process may make to idle local servers, each run at once in the
+caller's stack (see `_gen.call`), before it must let the loop run: the
+BEAM's reduction budget, in calls."""
 
 
 class Exit(Exception):  # the OTP name: an exit, not an error
@@ -201,6 +205,7 @@ class Process:
     """
 
     __slots__ = (
+        "_budget",
         "_busy",
         "_handler",
         "_links",
@@ -242,6 +247,7 @@ class Process:
         self.name: str | None = None
         self.handled = 0
         self.behaviour: str | None = None
+        self._budget = INLINE_BUDGET
 
     def __repr__(self) -> str:
         return f"<Process {self.pid!r} {self.name or self.initial_call}>"
@@ -591,6 +597,7 @@ async def receive(
     proc._match = match
     if timeout is not None:
         node.deadlines.add(timeout, fut)
+    proc._budget = INLINE_BUDGET  # it yields the loop now: a fresh budget
     try:
         return await fut
     finally:
