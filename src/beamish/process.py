@@ -291,21 +291,22 @@ class Process:
         node = self.node
         node.dispatching = self
         n = 0
+        pop = mb.popleft
         try:
             while mb and self.alive:
-                msg = mb.popleft()
-                self.handled += 1
+                msg = pop()
+                n += 1
                 pending = handler(msg)
                 if pending is not None:
                     self._run_async(pending)
                     return
-                n += 1
                 if n == _DRAIN_BATCH:
                     break
         except BaseException as exc:  # a handler bug, not a callback crash
             self.crash(exc)
             return
         finally:
+            self.handled += n  # counted per batch: one attribute write, not one per message
             node.dispatching = None
             _current.reset(token)
         if self.alive and not self._busy:
