@@ -292,6 +292,7 @@ class Process:
         node.dispatching = self
         n = 0
         pop = mb.popleft
+        batch = _DRAIN_BATCH
         try:
             while mb and self.alive:
                 msg = pop()
@@ -300,7 +301,7 @@ class Process:
                 if pending is not None:
                     self._run_async(pending)
                     return
-                if n == _DRAIN_BATCH:
+                if n == batch:
                     break
         except BaseException as exc:  # a handler bug, not a callback crash
             self.crash(exc)
