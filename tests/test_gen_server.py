@@ -316,6 +316,8 @@ class Pong(GenServer):
     def handle_call(self, request: object, from_: beamish.From, n: int) -> Reply:
         if request == "crash":
             raise RuntimeError("asked to")
+        if request == "kill the caller":
+            beamish.exit(from_.pid, "kill")
         return Reply(n + 1, n + 1)
 
 
@@ -341,3 +343,17 @@ async def test_calls_to_an_idle_server_run_at_once_but_a_calling_loop_still_yiel
         await GenServer.call(pid, "crash")
     assert isinstance(info.value.reason, RuntimeError)
     assert not beamish.is_alive(pid)
+    from beamish.process import current
+
+    assert not current().node.aliases  # nothing left behind by the calls
+    # A callback that kills its caller: the caller dies, as it would in OTP.
+    pid = await Pong.start(None)
+
+    async def victim() -> None:
+        await GenServer.call(pid, "kill the caller")
+        beamish.send(parent, "survived")
+
+    parent = beamish.self()
+    doomed = beamish.spawn(victim)
+    assert await wait_for_exit(doomed) == "killed"
+    await refute_receive("survived", timeout=0.05)

@@ -22,6 +22,7 @@ from .process import (
     KILLED,
     NOPROC,
     NORMAL,
+    PROCESS,
     SHUTDOWN,
     TIMEOUT,
     BadArg,
@@ -307,8 +308,6 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         # The hot path, a live local server: node.monitor's work, inlined.
         ref = node.make_ref()
         node.aliases[ref] = proc
-        server.add_watcher(ref, proc.pid)
-        proc.add_monitor(ref, target)
         msg = (label, From(proc.pid, ref), request)
         if (
             server.mailbox is None
@@ -320,14 +319,32 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         ):
             # The server is idle and nothing is queued for it, so it would
             # handle this call next anyway: run it now, here, and save the
-            # two trips through the event loop. A sync reply (or the DOWN of
-            # a crash) is in our mailbox when this returns. The budget makes
-            # a calling loop yield now and then, as the BEAM preempts a
-            # process after its reductions.
+            # two trips through the event loop. The budget makes a calling
+            # loop yield now and then, as the BEAM preempts a process after
+            # its reductions.
             proc._budget -= 1
             server.mailbox = deque((msg,))
             server._drain()
+            if not proc.alive:  # the server's callback killed the caller
+                raise Exit(proc.exit_reason)
+            mb = proc.mailbox
+            if mb:
+                last = mb[-1]
+                if type(last) is tuple and len(last) == 2 and last[0] is ref:
+                    # A synchronous reply: no monitor was ever needed.
+                    mb.pop()
+                    del node.aliases[ref]
+                    return last[1]
+            # No reply yet (deferred, or an async callback), or the server
+            # died handling it: from here on it is an ordinary monitored call.
+            if server.alive:
+                server.add_watcher(ref, proc.pid)
+                proc.add_monitor(ref, target)
+            else:
+                proc.deliver((DOWN, ref, PROCESS, target, server.exit_reason))
         else:
+            server.add_watcher(ref, proc.pid)
+            proc.add_monitor(ref, target)
             server.deliver(msg)
     else:
         ref = node.monitor(proc, target, alias=True)
