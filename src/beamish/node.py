@@ -53,7 +53,7 @@ from .process import (
     _current,
     _name_of,
 )
-from .terms import Atom, Pid, Ref, Term, _make_pid, _make_ref
+from .terms import Atom, Pid, Ref, Term, _fresh_ref, _make_pid
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -225,7 +225,7 @@ class Node:
 
     def make_ref(self) -> Ref:
         n = next(self._refs)
-        return _make_ref(self.name, self.creation, (n & 0x3FFFF, (n >> 18) & 0xFFFFFFFF, n >> 50))
+        return _fresh_ref(self.name, self.creation, (n & 0x3FFFF, (n >> 18) & 0xFFFFFFFF, n >> 50))
 
     def new_process(self, initial_call: str) -> Process:
         """A process record with no task and no handler yet (behaviours use it)."""

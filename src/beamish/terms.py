@@ -141,7 +141,7 @@ class Ref(metaclass=_NoPublicConstructor):
         self.node = node
         self.creation = creation
         self.ids = ids
-        self._hash = hash((ids, node, creation))
+        self._hash = hash(ids) ^ creation  # the node is left to __eq__: cheaper
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -197,6 +197,17 @@ def _make_pid(node: str, id: int, serial: int, creation: int) -> Pid:
 
 def _make_ref(node: str, creation: int, ids: tuple[int, ...]) -> Ref:
     ref: Ref = Ref._make(Atom(node), creation, tuple(ids))
+    return ref
+
+
+def _fresh_ref(node: Atom, creation: int, ids: tuple[int, ...]) -> Ref:
+    """`_make_ref` for a node minting its own refs (the hot path of every
+    call): no Atom conversion, no constructor dispatch."""
+    ref: Ref = object.__new__(Ref)
+    ref.node = node
+    ref.creation = creation
+    ref.ids = ids
+    ref._hash = hash(ids) ^ creation
     return ref
 
 
