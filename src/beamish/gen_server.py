@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
@@ -391,8 +392,6 @@ class _Loop:
                 # Runs before anything already queued, as OTP's init continue does.
                 proc = self.proc
                 if proc.mailbox is None:
-                    from collections import deque
-
                     proc.mailbox = deque()
                 proc.mailbox.appendleft((_CONTINUE, action.arg))
                 return None
