@@ -357,3 +357,24 @@ async def test_calls_to_an_idle_server_run_at_once_but_a_calling_loop_still_yiel
     doomed = beamish.spawn(victim)
     assert await wait_for_exit(doomed) == "killed"
     await refute_receive("survived", timeout=0.05)
+
+
+class Collector(GenServer):
+    def init(self, _: object) -> list[object]:
+        return []
+
+    def handle_cast(self, request: object, seen: list[object]) -> NoReply:
+        seen.append(request)
+        return NoReply(seen)
+
+    def handle_call(self, request: object, from_: beamish.From, seen: list[object]) -> Reply:
+        return Reply(list(seen), seen)
+
+
+async def test_a_flood_of_casts_is_handled_in_order_and_the_mailbox_stays_short() -> None:
+    pid = await Collector.start(None)
+    for i in range(1000):  # never yielding to the loop
+        GenServer.cast(pid, i)
+    info = beamish.process_info(pid)
+    assert info is not None and info.message_queue_len < 64
+    assert await GenServer.call(pid, "seen") == list(range(1000))

@@ -115,6 +115,9 @@ class Hibernate:
 Action = Continue | Hibernate | float | None
 
 
+_HELP_AT: Final = 64
+"""Queued casts at which a sender drains an idle server's mailbox itself."""
+
 # Reply and NoReply are made once per message, so they are not frozen: a
 # frozen dataclass's __init__ costs 0.7 µs against 0.3 µs, which is a third of
 # a cast's whole cost. Treat them as immutable all the same.
@@ -248,9 +251,10 @@ class GenServer:
     def cast(server: Dest, request: Term) -> None:
         """Send `request` without waiting; never fails, even if nobody is there."""
         try:
-            node = _current.get().node
+            me = _current.get()
         except LookupError:
             raise RuntimeError("GenServer.cast outside a beamish process") from None
+        node = me.node
         if type(server) is Pid:  # the hot path: a local pid
             proc = node.procs.get(server.id)
             if proc is not None and proc.pid is server:
@@ -260,6 +264,14 @@ class GenServer:
                     # scheduled or running: just queue (Process.deliver's
                     # rule, without the call).
                     mb.append((GEN_CAST, request))
+                    if len(mb) >= _HELP_AT and node.dispatching is None and proc._handler is not None and not proc._busy:
+                        # A sender outpacing the server (it has not let the
+                        # loop run since) drains the server's queue itself:
+                        # the same order, sooner, and a mailbox that stays
+                        # short instead of growing by a message per cast.
+                        proc._drain()
+                        if not me.alive:  # the server's callback killed the sender
+                            raise Exit(me.exit_reason)
                 else:
                     proc.deliver((GEN_CAST, request))
                 return
