@@ -145,3 +145,48 @@ def test_links_and_monitors_across_nodes_and_node_down() -> None:
         return "ok"
 
     assert two_nodes(server, client) == "ok"
+
+
+def test_interleaved_streams_keep_their_senders_and_destinations() -> None:
+    """Repeated control messages are encoded and decoded once per run of
+    repeats: interleaving senders and names must never cross the streams."""
+
+    async def server() -> None:
+        async def inbox(tag: str, expected: int) -> None:
+            got: list[Term] = []
+            while len(got) < expected:
+                got.append(await beamish.receive())
+            beamish.send(("results", dist.node()), (tag, got))
+
+        async def results() -> None:
+            first = await beamish.receive(lambda m: type(m) is tuple)
+            second = await beamish.receive(lambda m: type(m) is tuple)
+            client_node = await beamish.receive()
+            beamish.send(("collector", client_node), sorted([first, second]))
+
+        beamish.spawn(inbox, "one", 300, name="one")  # 100 + 200, from the two streams below
+        beamish.spawn(inbox, "two", 200, name="two")
+        beamish.spawn(results, name="results")
+
+    async def client(a: Atom) -> Term:
+        beamish.register("collector", beamish.self())
+        me = dist.node()
+
+        async def stream(names: list[str]) -> None:
+            for i in range(100):
+                for name in names:
+                    beamish.send((name, a), (beamish.self(), name, i))
+
+        p = beamish.spawn(stream, ["one", "two"])
+        q = beamish.spawn(stream, ["two", "one", "one"])
+        beamish.send(("results", a), me)
+        (tag1, got1), (tag2, got2) = await beamish.receive(timeout=20)
+        assert (tag1, tag2) == ("one", "two")
+        for got, name in ((got1, "one"), (got2, "two")):
+            assert all(m[1] == name for m in got)
+            for sender in (p, q):
+                seqs = [m[2] for m in got if m[0] == sender]
+                assert seqs == sorted(seqs) and seqs  # in order, per sender
+        return len(got1) + len(got2)
+
+    assert two_nodes(server, client) == 500

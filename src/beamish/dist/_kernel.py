@@ -77,6 +77,10 @@ def wire_reason(reason: Term) -> Term:
     return reason
 
 
+_REPEATING: Final = frozenset({C.SEND, C.REG_SEND, C.SEND_SENDER})
+"""Control messages that repeat unchanged while one process sends to another."""
+
+
 class Connection:
     """One established connection to a peer node."""
 
@@ -99,6 +103,13 @@ class Connection:
         # Whether the peer announced itself as a beamish node (see `HELLO`):
         # then its binaries decode as str and its BIT_BINARY-8 as bytes.
         self.beamish = False
+        # The last send-type control message each way, encoded and decoded:
+        # a stream of messages from one process to one process or name
+        # repeats it frame after frame, and the codec is most of the cost.
+        self._sent_ctrl: tuple[Term, ...] | None = None
+        self._sent_ctrl_bytes = b""
+        self._got_ctrl_bytes = b""
+        self._got_ctrl: tuple[Term, ...] = ()
 
     def __repr__(self) -> str:
         return f"<Connection {self.node.name} -> {self.peer}>"
@@ -110,10 +121,16 @@ class Connection:
             return
         # Always the beamish encoding: Erlang reads it as the ordinary terms
         # they are, and a beamish peer keeps str and bytes apart.
-        parts = [b"\x70", etf.encode(ctrl, beamish_peer=True)]
-        if payload is not _NO_PAYLOAD:
-            parts.append(etf.encode(payload, beamish_peer=True))
-        self.stream.write_frame(b"".join(parts))
+        if ctrl[0] in _REPEATING and ctrl == self._sent_ctrl:
+            head = self._sent_ctrl_bytes
+        else:
+            head = etf.encode(ctrl, beamish_peer=True)
+            if ctrl[0] in _REPEATING:
+                self._sent_ctrl, self._sent_ctrl_bytes = ctrl, head
+        if payload is _NO_PAYLOAD:
+            self.stream.write_frame(b"\x70" + head)
+        else:
+            self.stream.write_frame(b"".join((b"\x70", head, etf.encode(payload, beamish_peer=True))))
 
     # --- receiving ----------------------------------------------------------
 
@@ -138,9 +155,15 @@ class Connection:
             raise etf.DecodeError(f"unsupported frame header {bytes(frame[:1])!r} (no atom cache was agreed)")
         limits = self.kernel.options.limits
         beamish = self.beamish
-        ctrl, offset = etf.decode_prefix(frame, 1, limits=limits, beamish_peer=beamish)
-        if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
-            raise etf.DecodeError(f"control message is not an operation tuple: {ctrl!r}")
+        known = self._got_ctrl_bytes
+        if known and frame[1 : 1 + len(known)] == known:
+            ctrl, offset = self._got_ctrl, 1 + len(known)
+        else:
+            ctrl, offset = etf.decode_prefix(frame, 1, limits=limits, beamish_peer=beamish)
+            if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
+                raise etf.DecodeError(f"control message is not an operation tuple: {ctrl!r}")
+            if ctrl[0] in _REPEATING:
+                self._got_ctrl, self._got_ctrl_bytes = ctrl, bytes(frame[1:offset])
         op = ctrl[0]
         payload: Term = None
         if op in C.WITH_PAYLOAD:
