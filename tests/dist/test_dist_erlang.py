@@ -404,3 +404,41 @@ async def test_two_beamish_nodes_and_an_erlang_node_in_one_cluster(erl: ErlNode)
     finally:
         done.set()
         await asyncio.wait_for(other_node, 10)
+
+
+def test_short_names_work_both_ways() -> None:
+    """`erl -sname` nodes (name@host, host without dots) and a beamish node
+    named the same way: ping, and an Erlang process answering a send."""
+    import socket
+
+    erl = require("erl")
+    host = socket.gethostname()
+    short = unique_name("short")
+    cookie = "c" + unique_name("k")
+    code = (
+        "register(echo, self()), "
+        "receive {From, M} -> From ! {echo, M} end, "
+        "receive stop -> halt() after 20000 -> halt() end."
+    )
+    proc = subprocess.Popen(
+        [erl, "-noshell", "-sname", short, "-setcookie", cookie, "-eval", code],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    async def main() -> Term:
+        await dist.start(cookie=cookie)
+        peer = f"{short}@{host}"
+        for _ in range(100):  # until the Erlang node has registered
+            if await dist.ping(peer) == "pong":
+                break
+            await asyncio.sleep(0.1)
+        beamish.send((Atom("echo"), Atom(peer)), (beamish.self(), "short"))
+        got = await beamish.receive(timeout=10)
+        beamish.send((Atom("echo"), Atom(peer)), Atom("stop"))
+        return got
+
+    try:
+        assert beamish.run(main, name=f"{unique_name('py')}@{host}") == (Atom("echo"), b"short")
+    finally:
+        proc.kill()
+        proc.wait()
