@@ -118,7 +118,7 @@ def test_run_boots_the_application_reloads_on_sighup_and_stops_on_sigterm(tmp_pa
         assert proc.returncode == 0
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # also closes the pipes
 
 
 def test_run_refuses_to_boot_on_a_bad_configuration(tmp_path: Path) -> None:

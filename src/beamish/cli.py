@@ -84,12 +84,13 @@ def _run(args: argparse.Namespace) -> int:
         cfg = application.load_config(directory, env=args.env)
         app = application.load(args.app)
         await application.ensure_all_started(app, "permanent")
-        print(f"beamish: {app.name} started on {node.name} (env {cfg.env})", flush=True)
         loop = asyncio.get_running_loop()
         stop, hup = asyncio.Event(), asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, hup.set)
+        # Only now: whoever waits for this line may signal us at once.
+        print(f"beamish: {app.name} started on {node.name} (env {cfg.env})", flush=True)
         while not stop.is_set():
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -91,4 +91,4 @@ def test_the_cluster_command_runs_until_sigterm_and_stops_every_node() -> None:
         assert not [name for name in asyncio.run(epmd.names()) if name.startswith(prefix)]
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # also closes the pipes
