@@ -63,3 +63,33 @@ def test_a_silent_peer_is_declared_down_and_an_idle_one_gets_ticks() -> None:
         server.close()
 
     asyncio.run(main())
+
+
+def test_frames_split_anywhere_and_large_ones_come_out_whole() -> None:
+    """Frames are cut from whatever the socket delivers: headers split
+    across reads, several frames in one read, a frame larger than a read."""
+
+    async def main() -> None:
+        stream, _, peer_w, server = await pair()
+        big = bytes(range(256)) * 1000  # 256,000 bytes: more than one 64 KiB read
+        frames = [b"a", b"", b"bc", big, b"tail"]  # b"" is a tick: skipped
+        wire = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+        received: list[bytes] = []
+
+        async def collect() -> None:
+            async for frame in stream.frames():
+                received.append(frame)
+
+        reader = asyncio.ensure_future(collect())
+        for cut in (1, 3, 2, 7, 5000, 70000, len(wire)):  # odd boundaries
+            peer_w.write(wire[:cut])
+            wire = wire[cut:]
+            await peer_w.drain()
+            await asyncio.sleep(0.01)  # so each piece arrives as a read of its own
+        peer_w.close()
+        await asyncio.wait_for(reader, 5)
+        assert received == [b"a", b"bc", big, b"tail"]
+        stream.close()
+        server.close()
+
+    asyncio.run(main())
