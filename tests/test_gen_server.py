@@ -378,3 +378,49 @@ async def test_a_flood_of_casts_is_handled_in_order_and_the_mailbox_stays_short(
     info = beamish.process_info(pid)
     assert info is not None and info.message_queue_len < 64
     assert await GenServer.call(pid, "seen") == list(range(1000))
+
+
+class SelfCaster(GenServer):
+    def init(self, _: object) -> list[object]:
+        return []
+
+    def handle_cast(self, request: object, seen: list[object]) -> NoReply:
+        return NoReply([*seen, request])
+
+    def handle_call(self, request: object, from_: beamish.From, seen: list[object]) -> Reply:
+        if request == "cast to myself":
+            GenServer.cast(beamish.self(), len(seen))
+            beamish.send(beamish.self(), "info")
+        return Reply(list(seen), seen)
+
+    def handle_info(self, msg: object, seen: list[object]) -> NoReply:
+        return NoReply([*seen, msg])
+
+
+async def test_what_an_at_once_call_sends_its_own_server_is_handled_after_it() -> None:
+    pid = await SelfCaster.start(None)
+    # Each call runs at once (the server is idle); what its callback sends
+    # the server must be queued, handled after the call, never lost.
+    assert await GenServer.call(pid, "cast to myself") == []
+    assert await GenServer.call(pid, "cast to myself") == [0, "info"]
+    assert await GenServer.call(pid, "look") == [0, "info", 2, "info"]
+
+
+async def test_an_idle_server_keeps_no_monitor_bookkeeping() -> None:
+    from beamish.process import current
+
+    pid = await Pong.start(None)
+    await GenServer.call(pid, "n")
+    proc = current().node.local(pid)
+    assert proc is not None
+    # Its starter's monitor is gone, and an emptied dict is not kept
+    # (224 of an idle server's bytes).
+    def bookkeeping() -> tuple[object, ...]:
+        assert proc is not None
+        return proc._watchers, proc._monitors, proc.mailbox
+
+    assert bookkeeping() == (None, None, None)
+    ref = beamish.monitor(pid)
+    assert bookkeeping() == ({ref: beamish.self()}, None, None)
+    beamish.demonitor(ref)
+    assert bookkeeping() == (None, None, None)

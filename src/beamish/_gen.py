@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import types
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple, Protocol, TypeAlias
@@ -30,6 +29,7 @@ from .process import (
     Exit,
     Handler,
     Process,
+    _current,
     _name_of,
     current,
     receive,
@@ -62,6 +62,9 @@ class From(NamedTuple):
 
     pid: Pid
     tag: Term
+
+
+_new_from: Final = tuple.__new__
 
 
 class StartError(Exception):
@@ -297,18 +300,25 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
     `("nodedown", node)`, or the reason the server died with; the exit's
     `context` is OTP's `(module, "call", [dest, request, timeout])`.
     """
-    proc = current()
-    node = proc.node
     try:
-        target = resolve(node, dest)
-    except Exit as e:
-        raise Exit(e.reason, (Atom("gen"), CALL, [dest, request, timeout])) from None
+        proc = _current.get()
+    except LookupError:
+        proc = current()  # raises its RuntimeError
+    node = proc.node
+    if type(dest) is Pid:
+        target: Pid | tuple[Atom, Atom] = dest
+    else:
+        try:
+            target = resolve(node, dest)
+        except Exit as e:
+            raise Exit(e.reason, (Atom("gen"), CALL, [dest, request, timeout])) from None
     server = node.procs.get(target.id) if type(target) is Pid else None
-    if server is not None and server.pid == target:
+    if server is not None and (server.pid is target or server.pid == target):
         # The hot path, a live local server: node.monitor's work, inlined.
         ref = node.make_ref()
         node.aliases[ref] = proc
-        msg = (label, From(proc.pid, ref), request)
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (0.13 vs 0.28 µs).
+        msg = (label, _new_from(From, (proc.pid, ref)), request)
         if (
             server.mailbox is None
             and server._handler is not None
@@ -323,8 +333,7 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
             # loop yield now and then, as the BEAM preempts a process after
             # its reductions.
             proc._budget -= 1
-            server.mailbox = deque((msg,))
-            server._drain()
+            server.run_now(msg)
             if not proc.alive:  # the server's callback killed the caller
                 raise Exit(proc.exit_reason)
             mb = proc.mailbox

@@ -317,6 +317,30 @@ class Process:
             elif self.mailbox is mb:
                 self.mailbox = None  # an idle process keeps no deque (760 bytes)
 
+    def run_now(self, msg: Term) -> None:
+        """Handle `msg` at once, in the caller's stack: `_drain` for the one
+        message of an idle behaviour with nothing queued (`_gen.call`'s
+        at-once path), without a deque to carry it (0.15 µs of a call).
+        Whatever the callback sends this process meanwhile is queued and
+        drained later, as a message arriving after `msg`."""
+        handler = self._handler
+        if handler is None:  # the caller checked; a guard, not a path
+            self.deliver(msg)
+            return
+        token = _current.set(self)
+        node = self.node
+        node.dispatching = self
+        try:
+            pending = handler(msg)
+            if pending is not None:
+                self._run_async(pending)
+        except BaseException as exc:  # a handler bug, not a callback crash
+            self.crash(exc)
+        finally:
+            self.handled += 1
+            node.dispatching = None
+            _current.reset(token)
+
     def _run_async(self, pending: Awaitable[None]) -> None:
         """Run an async callback; the process is busy (no drain) until it ends."""
         self._busy = True
@@ -466,8 +490,14 @@ class Process:
         self._watchers[ref] = watcher
 
     def remove_watcher(self, ref: Ref) -> None:
-        if self._watchers is not None:
-            self._watchers.pop(ref, None)
+        watchers = self._watchers
+        if watchers is not None:
+            watchers.pop(ref, None)
+            if not watchers:
+                # Every behaviour is monitored once by its starter until its
+                # init acks: an emptied dict kept is 224 bytes of an idle
+                # GenServer's ~880.
+                self._watchers = None
 
     def add_monitor(self, ref: Ref, target: Pid | tuple[Term, ...]) -> None:
         if self._monitors is None:
