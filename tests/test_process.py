@@ -250,6 +250,16 @@ async def test_process_info_reports_state() -> None:
     assert beamish.process_info(pid) is None
 
 
+async def test_processes_of_one_function_share_one_initial_call_string() -> None:
+    a, b = beamish.spawn(_wait_forever), beamish.spawn(_wait_forever)
+    info_a, info_b = beamish.process_info(a), beamish.process_info(b)
+    assert info_a is not None and info_b is not None
+    # One string for all, not one per process (~70 bytes of each).
+    assert info_a.initial_call is info_b.initial_call
+    beamish.exit(a, "kill")
+    beamish.exit(b, "kill")
+
+
 async def test_crash_is_logged_with_pid(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="beamish"):
         pid = beamish.spawn(_crash_later)
