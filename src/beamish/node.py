@@ -232,7 +232,7 @@ class Node:
         pid = self.new_pid()
         # Interned: the label is built per spawn (an f-string of the function
         # or class name) and 60-70 bytes of every idle process otherwise.
-        proc = Process(self, pid, sys.intern(initial_call))
+        proc = Process(self, pid, sys.intern(str(initial_call)))  # str(): intern refuses subclasses (Atom)
         self.procs[pid.id] = proc
         return proc
 
