@@ -296,3 +296,26 @@ async def test_exit_self_kill_ends_caller() -> None:
 
     pid = beamish.spawn(suicidal)
     assert await wait_for_exit(pid) == "killed"
+
+
+async def test_receive_timeouts_share_a_heap_that_sweeps_finished_waits() -> None:
+    import asyncio
+
+    from beamish.process import Deadlines
+
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(loop)
+    waiting = [loop.create_future() for _ in range(1500)]
+    for fut in waiting:
+        deadlines.add(60.0, fut)
+    for _ in range(10_000):  # waits that finish at once, behind the long ones
+        fut = loop.create_future()
+        deadlines.add(60.0, fut)
+        fut.set_result(None)
+    assert len(deadlines._heap) <= 2 * len(waiting) + 1  # swept, not 11,500 entries
+    short = loop.create_future()
+    deadlines.add(0.01, short)
+    with pytest.raises(TimeoutError):
+        await short
+    assert not any(fut.done() for fut in waiting)
+    deadlines.close()

@@ -649,7 +649,7 @@ class Deadlines:
     with its cancelled timers).
     """
 
-    __slots__ = ("_armed", "_handle", "_heap", "_loop", "_seq")
+    __slots__ = ("_armed", "_compact_at", "_handle", "_heap", "_loop", "_seq")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -657,14 +657,18 @@ class Deadlines:
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
         self._armed = 0.0
+        self._compact_at = 1024
 
     def add(self, timeout: float, fut: asyncio.Future[Term]) -> None:
         heap = self._heap
         while heap and heap[0][2].done():
             heapq.heappop(heap)
-        if len(heap) > 1024 and len(heap) > 2 * sum(1 for e in heap if not e[2].done()):
+        if len(heap) >= self._compact_at:
+            # Sweep out finished waits, then let the heap double before the
+            # next sweep: O(1) per add amortized, however many are waiting.
             heap[:] = [e for e in heap if not e[2].done()]
             heapq.heapify(heap)
+            self._compact_at = max(1024, 2 * len(heap))
         when = self._loop.time() + timeout
         heapq.heappush(heap, (when, next(self._seq), fut))
         if self._handle is None or when < self._armed:
