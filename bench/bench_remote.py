@@ -155,6 +155,21 @@ def erlang_pair(calls: int) -> float | None:
         server.wait()
 
 
+async def calls_and_casts(target: tuple[Atom, Atom], calls: int, casts: int) -> tuple[float, float]:
+    """µs per sequential call to `target`, then msgs/s of `casts` casts
+    followed by one call (which returns once all were handled)."""
+    await GenServer.call(target, "warm")
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        await GenServer.call(target, "ping")
+    call = (time.perf_counter() - t0) / calls * 1e6
+    t0 = time.perf_counter()
+    for _ in range(casts):
+        GenServer.cast(target, "x")
+    await GenServer.call(target, "sync", timeout=None)
+    return call, casts / (time.perf_counter() - t0)
+
+
 def beamish_pair(calls: int, casts: int) -> tuple[float, float, float | None]:
     cookie = secrets.token_hex(8)
     suffix = secrets.token_hex(3)
@@ -170,17 +185,7 @@ def beamish_pair(calls: int, casts: int) -> tuple[float, float, float | None]:
     async def client() -> None:
         await dist.start(cookie=cookie)
         await events[0].wait()
-        target = (Atom("echo"), a.name)
-        await GenServer.call(target, "warm")
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            await GenServer.call(target, "ping")
-        out["call"] = (time.perf_counter() - t0) / calls * 1e6
-        t0 = time.perf_counter()
-        for _ in range(casts):
-            GenServer.cast(target, "x")
-        await GenServer.call(target, "sync", timeout=None)
-        out["cast"] = casts / (time.perf_counter() - t0)
+        out["call"], out["cast"] = await calls_and_casts((Atom("echo"), a.name), calls, casts)
         events[1].set()
 
     events: list[asyncio.Event] = []
@@ -230,17 +235,7 @@ def os_pair(calls: int, casts: int, use_uvloop: bool) -> tuple[float, float, flo
 
         async def client() -> None:
             await dist.start(cookie=cookie)
-            target = (Atom("echo"), Atom(server_name))
-            await GenServer.call(target, "warm")
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                await GenServer.call(target, "ping")
-            out["call"] = (time.perf_counter() - t0) / calls * 1e6
-            t0 = time.perf_counter()
-            for _ in range(casts):
-                GenServer.cast(target, "x")
-            await GenServer.call(target, "sync", timeout=None)
-            out["cast"] = casts / (time.perf_counter() - t0)
+            out["call"], out["cast"] = await calls_and_casts((Atom("echo"), Atom(server_name)), calls, casts)
             if erlang is not None:
                 peer = Atom(f"bench_e_{suffix}@127.0.0.1")
                 for _ in range(100):
