@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from tests.interop.erlang import HOST, ErlNode, erl_eval, erl_node, require, unique_name
+from tests.interop.erlang import HOST, ErlNode, erl_eval, erl_node, erl_run, require, unique_name
 
 import beamish
 from beamish import Atom, From, GenServer, Pid, Reply, dist
@@ -53,12 +53,6 @@ async def erl_do(node: str, code: str) -> Term:
     value, result, _ = await rpc.call(node, "erl_eval", "exprs", [exprs, []], timeout=10)
     assert value == "value"
     return result
-
-
-async def erl_run(code: str, cookie: str) -> str:
-    """Run `code` on a fresh, short-lived Erlang node (in a thread, so this
-    node keeps answering) and return what it printed."""
-    return await beamish.to_thread(functools.partial(erl_eval, code, name=unique_name("probe"), cookie=cookie))
 
 
 # --- connecting -------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.interop.erlang import HOST, ErlNode, ensure_epmd, erl_eval, erl_node, new_cookie, require, unique_name
+from tests.interop.erlang import HOST, ErlNode, ensure_epmd, erl_node, erl_run, new_cookie, require, unique_name
 
 import beamish
 from beamish import Atom, From, GenServer, Node, Pid, Reply, dist
@@ -180,12 +180,9 @@ def erl_tls(pki: Pki) -> Iterator[ErlNode]:
         yield node
 
 
-async def erl_run(pki: Pki, code: str, cookie: str, tls: bool = True) -> str:
+async def erl_run_tls(pki: Pki, code: str, cookie: str, tls: bool = True) -> str:
     """Run `code` on a short-lived Erlang node (over TLS unless told not)."""
-    extra = pki.erl_args("probe") if tls else []
-    return await beamish.to_thread(
-        functools.partial(erl_eval, code, name=unique_name("probe"), cookie=cookie, extra=extra)
-    )
+    return await erl_run(code, cookie, pki.erl_args("probe") if tls else ())
 
 
 @pytest.mark.beamish(name=py_name())
@@ -199,7 +196,7 @@ async def test_beamish_and_erlang_talk_both_ways_over_tls(pki: Pki, erl_tls: Erl
     # Erlang -> beamish: net_adm:ping, a registered send and a GenServer call.
     beamish.register("inbox", beamish.self())
     await Echo.start(None, name="echo")
-    out = await erl_run(
+    out = await erl_run_tls(
         pki,
         f"io:format(\"~p~n\", [net_adm:ping('{me}')]), "
         f"{{inbox, '{me}'}} ! {{hello, self()}}, "
@@ -214,8 +211,8 @@ async def test_beamish_and_erlang_talk_both_ways_over_tls(pki: Pki, erl_tls: Erl
 async def test_a_plain_erlang_node_cannot_reach_a_tls_beamish_node(pki: Pki, erl_tls: ErlNode) -> None:
     await dist.start(cookie=erl_tls.cookie, tls=pki.node("node"))
     me = dist.node()
-    out = await erl_run(pki, f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", erl_tls.cookie, tls=False)
+    out = await erl_run_tls(pki, f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", erl_tls.cookie, tls=False)
     assert out.strip() == "pang"
     # ... while a TLS Erlang node still can.
-    out = await erl_run(pki, f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", erl_tls.cookie)
+    out = await erl_run_tls(pki, f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt().", erl_tls.cookie)
     assert out.strip() == "pong"

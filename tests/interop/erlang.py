@@ -8,6 +8,7 @@ fail in CI (`CI=true`): interop must never silently disappear there.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -72,6 +73,16 @@ def erl_eval(code: str, *, name: str | None = None, cookie: str | None = None,
     if done.returncode != 0:
         raise AssertionError(f"erl exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
     return done.stdout
+
+
+async def erl_run(code: str, cookie: str, extra: Sequence[str] = ()) -> str:
+    """`erl_eval` of `code` on a fresh, short-lived Erlang node, from inside a
+    beamish process: in a thread, so the calling node keeps answering it."""
+    import beamish
+
+    return await beamish.to_thread(
+        functools.partial(erl_eval, code, name=unique_name("probe"), cookie=cookie, extra=extra)
+    )
 
 
 @dataclass
