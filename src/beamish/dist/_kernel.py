@@ -137,12 +137,9 @@ class Connection:
     async def run(self) -> None:
         reason: Term = NOCONNECTION
         try:
-            async for frame in self.stream.frames():
-                try:
-                    self.dispatch(frame)
-                except etf.DecodeError as exc:
-                    log.error("closing the connection to %s: malformed frame: %s", self.peer, exc)
-                    return
+            await self.stream.serve(self.dispatch)
+        except etf.DecodeError as exc:
+            log.error("closing the connection to %s: malformed frame: %s", self.peer, exc)
         except (ConnectionError, asyncio.IncompleteReadError, framing.FrameError) as exc:
             log.info("connection to %s lost: %s", self.peer, exc)
         except asyncio.CancelledError:

@@ -19,7 +19,7 @@ at all arrived for `ticktime` seconds (Erlang's `net_ticktime`).
 ...     client.write_frame(b"olleh")
 ...     got = await anext(client.frames())
 ...     client.close()
-...     await w.wait_closed()
+...     await client.wait_closed()
 ...     server.close()
 ...     await server.wait_closed()
 ...     return got
@@ -39,8 +39,8 @@ import asyncio
 import contextlib
 import ssl
 import struct
-from collections.abc import AsyncIterator
-from typing import Final
+from collections.abc import AsyncIterator, Callable
+from typing import Final, cast
 
 __all__ = ["FrameError", "FrameStream"]
 
@@ -76,6 +76,7 @@ class FrameStream:
         self._loop = asyncio.get_running_loop()
         self._ticker: asyncio.TimerHandle | None = None
         self._timed_out = False
+        self._protocol: _FrameProtocol | None = None
         if ticktime > 0:
             self._ticker = self._loop.call_later(ticktime / 4, self._tick)
 
@@ -117,45 +118,65 @@ class FrameStream:
         self._received = False
         self._ticker = self._loop.call_later(self.ticktime / 4, self._tick)
 
-    async def frames(self) -> AsyncIterator[bytes]:
-        """The frames received, ticks left out; ends when the peer closes.
+    async def serve(self, on_frame: Callable[[bytes], None]) -> None:
+        """Hand every frame received to `on_frame`, in order, until the peer
+        closes or `close` is called; ticks are left out.
 
-        Reads what the socket has (up to 64 KiB at a time) and cuts every
-        complete frame out of it, rather than two `readexactly` per frame:
-        a batch of casts arrives in one read. The rest of a frame larger
-        than what is buffered is read in one call, once its size is checked.
+        The connection's protocol is swapped for one that cuts frames out of
+        each chunk the socket delivers and calls `on_frame` right there, in
+        the event loop's I/O callback: no reader task to wake, no future per
+        read, and a batch of casts is one read. A frame larger than what
+        arrived is collected chunk by chunk and joined once.
+
+        Raises:
+            FrameError: an oversized frame, or the peer stopped ticking.
+            Exception: whatever `on_frame` raised (the connection is closed
+                first and no later frame is handed over).
         """
-        reader = self.reader
-        buf = b""
-        pos = 0
-        while not self._closed:
-            while len(buf) - pos >= 4 and not self._closed:
-                (size,) = _LEN.unpack_from(buf, pos)
-                if size == 0:  # a tick
-                    pos += 4
-                    self._received = True
-                    continue
-                if size > self.max_frame:
-                    raise FrameError(f"frame of {size} bytes exceeds the maximum of {self.max_frame}")
-                end = pos + 4 + size
-                if end > len(buf):
-                    try:
-                        rest = await reader.readexactly(end - len(buf))
-                    except asyncio.IncompleteReadError:  # the peer closed mid-frame
-                        buf, pos = b"", 0
-                        break
-                    buf, pos, end = buf[pos:] + rest, 0, 4 + size
-                self._received = True
-                body = buf[pos + 4 : end]
-                pos = end
-                yield body
-            data = await reader.read(1 << 16)
-            if not data:
-                break
-            buf = buf[pos:] + data if pos < len(buf) else data
-            pos = 0
+        if self._protocol is not None:
+            raise RuntimeError("FrameStream.serve was already called")
+        # A stream's transport reads too (uvloop's are not asyncio.Transport
+        # subclasses, hence a cast rather than an isinstance check).
+        transport = cast(asyncio.Transport, self.writer.transport)
+        protocol = _FrameProtocol(self, on_frame)
+        self._protocol = protocol
+        if transport.is_closing():
+            # Closed during the handshake: the old protocol heard of it, ours
+            # never will. Hand over what came before and stop.
+            early = await self.reader.read()
+            if early:
+                protocol.data_received(early)
+            protocol.connection_lost(None)
+            await protocol.done
+            return
+        # Bytes that came in behind the handshake are still in the
+        # StreamReader: take them (EOF makes `read` return what is buffered
+        # without waiting) before the socket's next chunk.
+        transport.pause_reading()
+        transport.set_protocol(protocol)
+        self.reader.feed_eof()
+        early = await self.reader.read()
+        if early:
+            protocol.data_received(early)
+        if not protocol.done.done():
+            transport.resume_reading()
+        await protocol.done
         if self._timed_out:
             raise FrameError(f"no data for {self.ticktime} s (net_tick_timeout)")
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The frames received, ticks left out, as an async iterator (for
+        simple uses; a connection hands frames over with `serve`)."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        served = asyncio.ensure_future(self.serve(queue.put_nowait))
+        served.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (frame := await queue.get()) is not None:
+                yield frame
+            await served  # raises what ended it, if anything did
+        finally:
+            if not served.done():
+                served.cancel()
 
     def close(self) -> None:
         if self._closed:
@@ -165,13 +186,96 @@ class FrameStream:
         if self._ticker is not None:
             self._ticker.cancel()
         self.writer.close()
+        if self._protocol is not None:
+            self._protocol._finish(None)  # no frame is handed over after close
 
     async def wait_closed(self, timeout: float = 1.0) -> None:
         """Wait (bounded) until the transport is closed: a TLS connection
         sends its close_notify first, which needs the loop to run."""
+        # Once `serve` swapped the protocol, the StreamWriter no longer hears
+        # of the close: ours does.
+        closed = self._protocol.closed if self._protocol is not None else self.writer.wait_closed()
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), timeout)
+            await asyncio.wait_for(closed, timeout)
         except TimeoutError:
             self.writer.transport.abort()  # the peer never answered: drop it
         except (ConnectionError, ssl.SSLError, RuntimeError):
             pass
+
+
+class _FrameProtocol(asyncio.Protocol):
+    """The read side of a served `FrameStream` (see `FrameStream.serve`)."""
+
+    def __init__(self, stream: FrameStream, on_frame: Callable[[bytes], None]) -> None:
+        self.stream = stream
+        self.on_frame = on_frame
+        loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = loop.create_future()  # reading is over
+        self.closed: asyncio.Future[None] = loop.create_future()  # the transport is gone
+        # A partial frame: its chunks, their total length, and how many bytes
+        # are needed before anything can be cut (4 for a header, or the frame).
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = 4
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        stream = self.stream
+        end_of_data = len(data)
+        pos = 0
+        need = 4
+        try:
+            while end_of_data - pos >= 4:
+                (size,) = _LEN.unpack_from(data, pos)
+                if size == 0:  # a tick
+                    pos += 4
+                    stream._received = True
+                    continue
+                if size > stream.max_frame:
+                    raise FrameError(f"frame of {size} bytes exceeds the maximum of {stream.max_frame}")
+                end = pos + 4 + size
+                if end > end_of_data:
+                    need = 4 + size
+                    break
+                stream._received = True
+                self.on_frame(data[pos + 4 : end])
+                pos = end
+                if self.done.done():  # on_frame closed the stream
+                    return
+        except BaseException as exc:
+            self._finish(exc)
+            stream.close()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if pos < end_of_data:
+            rest = data[pos:]
+            self._chunks.append(rest)
+            self._have = len(rest)
+            self._need = need
+        else:
+            self._have = 0
+            self._need = 4
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if not self.done.done():
+            if exc is None or isinstance(exc, ConnectionError | FrameError) and self.stream._closed:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(exc)
