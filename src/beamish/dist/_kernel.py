@@ -553,22 +553,30 @@ class Kernel:
 
     # --- the core's Distribution protocol -----------------------------------
 
+    # Each signal goes straight to an established connection; only the first
+    # ones to a node wait (in `queued`) for the connection to be made.
+
     def send(self, sender: Pid | None, dest: Pid | tuple[Term, Term], msg: Term) -> None:
         if isinstance(dest, Pid):
-            if sender is None:
-                ctrl: tuple[Term, ...] = (C.SEND, EMPTY, dest)
-            else:
-                ctrl = (C.SEND_SENDER, sender, dest)
-            self._with(dest.node, lambda c: c.send(ctrl, msg))
+            ctrl: tuple[Term, ...] = (C.SEND, EMPTY, dest) if sender is None else (C.SEND_SENDER, sender, dest)
+            peer = dest.node
         else:
-            name, peer = dest
+            name, node = dest
             frm = sender if sender is not None else self._kernel_pid()
-            reg = (C.REG_SEND, frm, EMPTY, Atom(name))
-            self._with(Atom(peer), lambda c: c.send(reg, msg))
+            ctrl, peer = (C.REG_SEND, frm, EMPTY, Atom(name)), Atom(node)
+        conn = self.conns.get(peer)
+        if conn is not None:
+            conn.send(ctrl, msg)
+        else:
+            self._with(peer, lambda c: c.send(ctrl, msg))
 
     def send_alias(self, sender: Pid | None, alias: Ref, msg: Term) -> None:
         frm = sender if sender is not None else self._kernel_pid()
-        self._with(alias.node, lambda c: c.send((C.ALIAS_SEND, frm, alias), msg))
+        conn = self.conns.get(alias.node)
+        if conn is not None:
+            conn.send((C.ALIAS_SEND, frm, alias), msg)
+        else:
+            self._with(alias.node, lambda c: c.send((C.ALIAS_SEND, frm, alias), msg))
 
     def link(self, local: Pid, remote: Pid) -> None:
         def act(c: Connection) -> None:
@@ -603,6 +611,11 @@ class Kernel:
         else:
             peer, wire_target = Atom(target[1]), Atom(target[0])
         down_as: Term = target
+        conn = self.conns.get(peer)
+        if conn is not None:
+            conn.monitors[ref] = (watcher, down_as)
+            conn.send((C.MONITOR_P, watcher, wire_target, ref))
+            return
 
         def act(c: Connection) -> None:
             c.monitors[ref] = (watcher, down_as)
