@@ -79,6 +79,11 @@ class Distribution(Protocol):
     def monitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None: ...
     def demonitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None: ...
     def down(self, target: Pid, watcher: Pid, ref: Ref, reason: Term) -> None: ...
+    def flush(self) -> None:
+        """A process is about to wait: write what the signals sent so far
+        buffered, now rather than a loop turn later (its peer may be
+        waiting for exactly that, as a call's server is)."""
+
     async def shutdown(self) -> None:
         """The node is stopping: close every connection and the listener."""
 

@@ -341,6 +341,25 @@ class Process:
             node.dispatching = None
             _current.reset(token)
 
+    def deliver_at_once(self, msg: Term) -> None:
+        """`deliver`, except that an idle behaviour with nothing queued
+        handles `msg` right away, in this stack (`run_now`). For code that
+        is not a process handing over what arrived from outside (the
+        distribution layer, for a frame off the socket): the server's
+        reply can then leave in the same turn of the event loop, as it
+        would have been handled next anyway."""
+        if (
+            self.mailbox is None
+            and self._handler is not None
+            and not self._busy
+            and not self._scheduled
+            and self.alive
+            and self.node.dispatching is None
+        ):
+            self.run_now(msg)
+        else:
+            self.deliver(msg)
+
     def _run_async(self, pending: Awaitable[None]) -> None:
         """Run an async callback; the process is busy (no drain) until it ends."""
         self._busy = True
@@ -630,6 +649,8 @@ async def receive(
     if timeout is not None:
         node.deadlines.add(timeout, fut)
     proc._budget = INLINE_BUDGET  # it yields the loop now: a fresh budget
+    if node.dist is not None:
+        node.dist.flush()
     try:
         return await fut
     finally:

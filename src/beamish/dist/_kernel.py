@@ -127,10 +127,13 @@ class Connection:
             head = etf.encode(ctrl, beamish_peer=True)
             if ctrl[0] in _REPEATING:
                 self._sent_ctrl, self._sent_ctrl_bytes = ctrl, head
+        stream = self.stream
+        if not stream._out:
+            self.kernel.unflushed.add(stream)
         if payload is _NO_PAYLOAD:
-            self.stream.write_frame(b"\x70" + head)
+            stream.write_frame(b"\x70" + head)
         else:
-            self.stream.write_frame(b"".join((b"\x70", head, etf.encode(payload, beamish_peer=True))))
+            stream.write_frame(b"".join((b"\x70", head, etf.encode(payload, beamish_peer=True))))
 
     # --- receiving ----------------------------------------------------------
 
@@ -182,7 +185,9 @@ class Connection:
         # SEND {2, _, To} / SEND_TT / SEND_SENDER {22, From, To} / SEND_SENDER_TT
         to = ctrl[2]
         if type(to) is Pid:
-            self.node.send(to, msg)
+            proc = self.node.local(to)
+            if proc is not None:
+                proc.deliver_at_once(msg)
 
     def _reg_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
         # REG_SEND {6, From, _, ToName}: unknown names drop the message, as in Erlang.
@@ -191,7 +196,7 @@ class Connection:
             return
         proc = self.node.names.get(ctrl[3])
         if proc is not None:
-            proc.deliver(msg)
+            proc.deliver_at_once(msg)
 
     def _alias_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
         alias = ctrl[2]
@@ -334,6 +339,10 @@ class Kernel:
         self.epmd: epmd.Registration | None = None
         self.embedded_epmd: epmd.EpmdServer | None = None
         self.established = asyncio.Event()  # pulsed on each new connection
+        # Streams written to since the last `flush` (they also flush
+        # themselves a loop turn after their first write; a set, so it stays
+        # as small as the cluster when no process ever waits in `receive`).
+        self.unflushed: set[framing.FrameStream] = set()
         self.flags = F.ADVERTISED
         # Built once: loading certificates is slow, and a bad path should
         # fail `dist.start`, not the first connection.
@@ -629,6 +638,12 @@ class Kernel:
         conn = self.conns.get(peer)
         if conn is not None and conn.monitors.pop(ref, None) is not None:
             conn.send((C.DEMONITOR_P, watcher, wire_target, ref))
+
+    def flush(self) -> None:
+        if self.unflushed:
+            for stream in self.unflushed:
+                stream.flush()
+            self.unflushed.clear()
 
     def down(self, target: Pid, watcher: Pid, ref: Ref, reason: Term) -> None:
         conn = self.conns.get(watcher.node)

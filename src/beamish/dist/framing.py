@@ -88,9 +88,10 @@ class FrameStream:
         self._out.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what is queued now (else it goes at the end of this loop turn)."""
         self._flush_scheduled = False
         if self._closed or not self._out:
             return
@@ -181,7 +182,7 @@ class FrameStream:
     def close(self) -> None:
         if self._closed:
             return
-        self._flush()
+        self.flush()
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
@@ -256,6 +257,10 @@ class _FrameProtocol(asyncio.Protocol):
             if not isinstance(exc, Exception):
                 raise
             return
+        if stream._out:
+            # What handling these frames wrote (a call's reply) leaves now,
+            # not a loop turn later.
+            stream.flush()
         if pos < end_of_data:
             rest = data[pos:]
             self._chunks.append(rest)
