@@ -93,3 +93,53 @@ def test_frames_split_anywhere_and_large_ones_come_out_whole() -> None:
         server.close()
 
     asyncio.run(main())
+
+
+def test_serve_hands_over_what_arrived_before_it_then_the_rest_in_order() -> None:
+    """Frames the peer sent right behind the handshake sit in the
+    StreamReader when `serve` swaps the protocol: none is lost or reordered."""
+
+    async def main() -> None:
+        stream, _, peer_w, server = await pair()
+        peer_w.write(b"\0\0\0\1a\0\0\0\1b\0\0")  # two frames and half a header
+        await peer_w.drain()
+        await stream.reader._wait_for_data("test")  # type: ignore[attr-defined]
+        got: list[bytes] = []
+        served = asyncio.ensure_future(stream.serve(got.append))
+        await asyncio.sleep(0)
+        peer_w.write(b"\0\1c\0\0\0\1d")
+        await peer_w.drain()
+        for _ in range(200):
+            if len(got) >= 4:
+                break
+            await asyncio.sleep(0.01)
+        assert got == [b"a", b"b", b"c", b"d"]
+        stream.close()
+        await asyncio.wait_for(served, 2)
+        await asyncio.wait_for(stream.wait_closed(), 2)
+        peer_w.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_frame_handler_closes_the_stream_and_stops_the_frames() -> None:
+    async def main() -> None:
+        stream, peer_r, peer_w, server = await pair()
+        got: list[bytes] = []
+
+        def on_frame(frame: bytes) -> None:
+            if frame == b"bad":
+                raise ValueError("malformed")
+            got.append(frame)
+
+        served = asyncio.ensure_future(stream.serve(on_frame))
+        peer_w.write(b"\0\0\0\2ok\0\0\0\3bad\0\0\0\5later")
+        with pytest.raises(ValueError, match="malformed"):
+            await asyncio.wait_for(served, 2)
+        assert got == [b"ok"]
+        assert await asyncio.wait_for(peer_r.read(), 2) == b""  # we closed it
+        peer_w.close()
+        server.close()
+
+    asyncio.run(main())
