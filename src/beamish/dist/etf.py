@@ -117,6 +117,7 @@ new atom).
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -414,16 +415,15 @@ def encode(
     Raises:
         EncodeError: a value inside `term` has no Erlang equivalent.
     """
-    out = bytearray(b"\x83")
     try:
-        _enc(term, out, structs._table(beamish_peer))
+        data = _encode(term, structs._table(beamish_peer), beamish_peer)
     except RecursionError:
         raise EncodeError("term is nested too deeply (or contains itself)") from None
-    if compress and len(out) - 1 >= compress_threshold:
-        packed = zlib.compress(bytes(out[1:]), compress)
-        if len(packed) + 5 < len(out) - 1:
-            return b"\x83" + _pack_tag_u32(COMPRESSED, len(out) - 1) + packed
-    return bytes(out)
+    if compress and len(data) - 1 >= compress_threshold:
+        packed = zlib.compress(data[1:], compress)
+        if len(packed) + 5 < len(data) - 1:
+            return b"\x83" + _pack_tag_u32(COMPRESSED, len(data) - 1) + packed
+    return data
 
 
 def encode_into(
@@ -432,9 +432,8 @@ def encode_into(
     """Append `term`'s encoding to `out` without the version byte (for
     distribution headers, which carry terms bare). On EncodeError `out` may
     hold part of the encoding: discard it."""
-    table = structs._table(beamish_peer)
     try:
-        _enc(term, out, table)
+        _encode_into(out, term, structs._table(beamish_peer), beamish_peer)
     except RecursionError:
         raise EncodeError("term is nested too deeply (or contains itself)") from None
 
@@ -800,7 +799,7 @@ def decode(
     ):
         # The common case, without decode_prefix's argument handling.
         try:
-            term, offset = _DECODERS[data[1]](_PLAIN, data, 2, 0)
+            term, offset = _decode(_PLAIN, data, 1, 0)
         except (IndexError, struct.error):
             raise DecodeError("truncated input", len(data)) from None
         except RecursionError:
@@ -853,7 +852,7 @@ def decode_prefix(
             pos += 1
         if pos < len(data) and data[pos] == COMPRESSED:
             return _decode_compressed(d, data, pos + 1)
-        return _DECODERS[data[pos]](d, data, pos + 1, 0)
+        return _decode(d, data, pos, 0)
     except (IndexError, struct.error):
         raise DecodeError("truncated input", len(data)) from None
     except RecursionError:
@@ -892,7 +891,7 @@ def _decode_compressed(d: _Decoder, data: bytes, pos: int) -> tuple[Term, int]:
         raise DecodeError(f"compressed data does not inflate to exactly the declared {size} bytes", pos)
     end = pos + len(src) - len(inflater.unused_data)
     try:
-        term, used = _DECODERS[inner[0]](d, inner, 1, 0)
+        term, used = _decode(d, inner, 0, 0)
     except DecodeError as exc:
         raise DecodeError(f"{exc.reason} (inside the compressed term)", pos) from None
     except (IndexError, struct.error):
@@ -1417,3 +1416,44 @@ for _tag, _fn in {
 }.items():
     _DECODERS[_tag] = _fn
 del _tag, _fn
+
+
+# --- the implementation: C when built, else Python ---------------------------------
+
+
+def _py_encode(term: Term, table: dict[type, _Encoder], peer: bool) -> bytes:
+    out = bytearray(b"\x83")
+    _enc(term, out, table)
+    return bytes(out)
+
+
+def _py_encode_into(out: bytearray, term: Term, table: dict[type, _Encoder], peer: bool) -> None:
+    _enc(term, out, table)
+
+
+def _py_decode(d: _Decoder, data: bytes, pos: int, depth: int) -> tuple[Term, int]:
+    return _DECODERS[data[pos]](d, data, pos + 1, depth)
+
+
+# The three entry points `encode`, `encode_into` and the decoders call; the C
+# versions take the same arguments (`peer` matters only to C, which does not
+# read the table) and fall back to `_enc` and `_DECODERS` for what they do
+# not handle themselves.
+_encode: Callable[[Term, dict[type, _Encoder], bool], bytes] = _py_encode
+_encode_into: Callable[[bytearray, Term, dict[type, _Encoder], bool], None] = _py_encode_into
+_decode: Callable[[_Decoder, bytes, int, int], tuple[Term, int]] = _py_decode
+ACCELERATED = False
+"""Whether the C codec (`beamish.dist._etf_c`) is in use (see "Speed")."""
+
+if os.environ.get("BEAMISH_PURE_ETF") != "1":
+    try:
+        from . import _etf_c
+    except ImportError:
+        pass
+    else:
+        _etf_c.init(
+            Atom, Pid, Ref, ImproperList, FrozenList, BitBinary, DecodeError,
+            _enc, _DECODERS, _new_atom, _UTF8_ATOMS, _LATIN1_ATOMS,
+        )  # fmt: skip
+        _encode, _encode_into, _decode = _etf_c.encode, _etf_c.encode_into, _etf_c.decode
+        ACCELERATED = True
