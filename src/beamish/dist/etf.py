@@ -740,6 +740,9 @@ _LATIN1_ATOMS: dict[bytes, Term] = {b"true": True, b"false": False, b"nil": None
 _NODES: dict[bytes, Atom] = {}
 _ATOM_TABLE: Final = Atom._table
 _PLAIN: Final = _Decoder(DEFAULT_LIMITS, "bytes", False, None, DEFAULT_STRUCTS)
+# (id(limits), binaries, beamish_peer, id(structs)) -> a _Decoder with those
+# options; each entry is checked to hold the very objects (an id may be reused).
+_DECODER_CACHE: dict[tuple[int, str, bool, int], _Decoder] = {}
 _MISSING: Final = object()
 _pid_init: Final = Pid.__init__
 _ref_init: Final = Ref.__init__
@@ -842,6 +845,17 @@ def decode_prefix(
         raise ValueError(f"binaries must be 'bytes', 'str' or 'utf8_or_bytes', not {binaries!r}")
     if limits is DEFAULT_LIMITS and binaries == "bytes" and not beamish_peer and atom_cache is None and structs is DEFAULT_STRUCTS:
         d = _PLAIN
+    elif atom_cache is None:
+        # A connection decodes every frame with the same options: reuse its _Decoder.
+        key = (id(limits), binaries, beamish_peer, id(structs))
+        cached = _DECODER_CACHE.get(key)
+        if cached is not None and cached.limits is limits and cached.structs is structs:
+            d = cached
+        else:
+            d = _Decoder(limits, "utf8_or_bytes" if beamish_peer else binaries, beamish_peer, None, structs)
+            if len(_DECODER_CACHE) >= 64:
+                _DECODER_CACHE.clear()
+            _DECODER_CACHE[key] = d
     else:
         d = _Decoder(limits, "utf8_or_bytes" if beamish_peer else binaries, beamish_peer, atom_cache, structs)
     pos = offset
