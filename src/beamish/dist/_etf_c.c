@@ -1582,12 +1582,20 @@ etf_encode_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     else {
         /* As etf.py: out keeps what was encoded before the error. */
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+        if (enc_flush(&e) < 0) {
+            PyErr_Clear();
+        }
+        PyErr_SetRaisedException(exc);
+#else
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         if (enc_flush(&e) < 0) {
             PyErr_Clear();
         }
         PyErr_Restore(type, value, tb);
+#endif
     }
     enc_release(&e);
     if (rc < 0) {
