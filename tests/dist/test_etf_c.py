@@ -124,6 +124,10 @@ _odd = st.one_of(
 _any_terms = st.recursive(st.one_of(_leaves, _odd), _extend, max_leaves=25)
 
 
+class _ByteArray(bytearray):
+    pass
+
+
 def _encode_outcome(term: Term, peer: bool) -> tuple[str, bytes]:
     registry = etf.StructRegistry()
     registry.register(User, "Elixir.User")
@@ -135,6 +139,9 @@ def _encode_outcome(term: Term, peer: bool) -> tuple[str, bytes]:
     except (EncodeError, TypeError, ValueError, struct.error) as exc:
         return type(exc).__name__, b""
     assert out == b"prefix" + data[1:]
+    sub = _ByteArray()
+    etf._encode_into(sub, term, table, peer)
+    assert sub == data[1:]
     return "ok", data
 
 

@@ -1566,7 +1566,7 @@ etf_encode_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (check_init() < 0) {
         return NULL;
     }
-    if (!PyByteArray_CheckExact(args[0])) {
+    if (!PyByteArray_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "encode_into() needs a bytearray");
         return NULL;
     }
