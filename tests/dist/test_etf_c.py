@@ -141,7 +141,7 @@ def _encode_outcome(term: Term, peer: bool) -> tuple[str, bytes]:
     assert out == b"prefix" + data[1:]
     sub = _ByteArray()
     etf._encode_into(sub, term, table, peer)
-    assert sub == data[1:]
+    assert bytes(sub) == data[1:]
     return "ok", data
 
 
