@@ -904,8 +904,7 @@ etf_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (pos < 0) {
-        PyErr_SetString(PyExc_ValueError, "negative offset");
-        return NULL;
+        return dec_error(pos, "negative offset");
     }
     PyObject *v = PyObject_GetAttr(s.d, s_max_depth);
     if (v == NULL) {
