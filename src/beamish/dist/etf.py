@@ -431,7 +431,8 @@ def encode(
         EncodeError: a value inside `term` has no Erlang equivalent.
     """
     try:
-        data = _encode(term, structs._table(beamish_peer), beamish_peer)
+        # The table is looked up inline: a method call costs half a C encode.
+        data = _encode(term, structs._tables.get(beamish_peer) or structs._table(beamish_peer), beamish_peer)
     except RecursionError:
         raise EncodeError("term is nested too deeply (or contains itself)") from None
     if compress and len(data) - 1 >= compress_threshold:
@@ -756,8 +757,11 @@ _NODES: dict[bytes, Atom] = {}
 _ATOM_TABLE: Final = Atom._table
 _PLAIN: Final = _Decoder(DEFAULT_LIMITS, "bytes", False, None, DEFAULT_STRUCTS)
 # (id(limits), binaries, beamish_peer, id(structs)) -> a _Decoder with those
-# options; each entry is checked to hold the very objects (an id may be reused).
+# options, and the options and decoder of the last decode_prefix (see _decoder).
 _DECODER_CACHE: dict[tuple[int, str, bool, int], _Decoder] = {}
+_last_decoder: tuple[Limits, str, bool, StructRegistry, _Decoder] = (
+    DEFAULT_LIMITS, "bytes", False, DEFAULT_STRUCTS, _PLAIN
+)  # fmt: skip
 _MISSING: Final = object()
 _pid_init: Final = Pid.__init__
 _ref_init: Final = Ref.__init__
@@ -856,23 +860,11 @@ def decode_prefix(
         data = bytes(data)
     if len(data) > limits.max_size:
         raise DecodeError(f"input of {len(data)} bytes exceeds Limits.max_size={limits.max_size}", 0)
-    if binaries not in ("bytes", "str", "utf8_or_bytes"):
-        raise ValueError(f"binaries must be 'bytes', 'str' or 'utf8_or_bytes', not {binaries!r}")
-    if limits is DEFAULT_LIMITS and binaries == "bytes" and not beamish_peer and atom_cache is None and structs is DEFAULT_STRUCTS:
-        d = _PLAIN
-    elif atom_cache is None:
-        # A connection decodes every frame with the same options: reuse its _Decoder.
-        key = (id(limits), binaries, beamish_peer, id(structs))
-        cached = _DECODER_CACHE.get(key)
-        if cached is not None and cached.limits is limits and cached.structs is structs:
-            d = cached
-        else:
-            d = _Decoder(limits, "utf8_or_bytes" if beamish_peer else binaries, beamish_peer, None, structs)
-            if len(_DECODER_CACHE) >= 64:
-                _DECODER_CACHE.clear()
-            _DECODER_CACHE[key] = d
+    last = _last_decoder
+    if last[0] is limits and last[1] is binaries and last[2] is beamish_peer and last[3] is structs and atom_cache is None:
+        d = last[4]
     else:
-        d = _Decoder(limits, "utf8_or_bytes" if beamish_peer else binaries, beamish_peer, atom_cache, structs)
+        d = _decoder(limits, binaries, beamish_peer, atom_cache, structs)
     pos = offset
     try:
         if version:
@@ -888,6 +880,32 @@ def decode_prefix(
         raise DecodeError(f"nesting too deep for the Python stack (Limits.max_depth={limits.max_depth})") from None
     except MemoryError:
         raise DecodeError("out of memory while decoding") from None
+
+
+def _decoder(
+    limits: Limits, binaries: BinariesMode, peer: bool, atom_cache: Sequence[Atom] | None, structs: StructRegistry
+) -> _Decoder:
+    """The _Decoder for these options. A connection decodes every frame with
+    the same ones, so decode_prefix first tries the last (by the identity of
+    each option, checked in a few loads) and this keeps a few more: building
+    one per frame cost more than decoding a small control message in C."""
+    global _last_decoder
+    if binaries not in ("bytes", "str", "utf8_or_bytes"):
+        raise ValueError(f"binaries must be 'bytes', 'str' or 'utf8_or_bytes', not {binaries!r}")
+    mode: BinariesMode = "utf8_or_bytes" if peer else binaries
+    if atom_cache is not None:
+        return _Decoder(limits, mode, peer, atom_cache, structs)
+    # Keyed by id: hashing a Limits runs its dataclass __hash__. The entry
+    # holds the objects, so an id cannot be reused while it is cached.
+    key = (id(limits), binaries, peer, id(structs))
+    d = _DECODER_CACHE.get(key)
+    if d is None or d.limits is not limits or d.structs is not structs:
+        d = _Decoder(limits, mode, peer, None, structs)
+        if len(_DECODER_CACHE) >= 64:
+            _DECODER_CACHE.clear()
+        _DECODER_CACHE[key] = d
+    _last_decoder = (limits, binaries, peer, structs, d)
+    return d
 
 
 def _need(data: bytes, pos: int, n: int, what: str) -> None:
