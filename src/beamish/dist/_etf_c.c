@@ -873,6 +873,59 @@ check_init(void)
     return 0;
 }
 
+/* The options of the last _Decoder seen, kept with a reference to it:
+ * etf.decode_prefix passes the same one for every frame of a connection
+ * (and a _Decoder is never changed once built), so its three attributes
+ * are read once rather than per term. */
+static PyObject *last_decoder;
+static Py_ssize_t last_max_depth;
+static int last_mode, last_peer;
+
+static int
+read_options(Dec *s)
+{
+    if (s->d != last_decoder) {
+        PyObject *v = PyObject_GetAttr(s->d, s_max_depth);
+        if (v == NULL) {
+            return -1;
+        }
+        Py_ssize_t max_depth = PyLong_AsSsize_t(v);
+        Py_DECREF(v);
+        if (max_depth == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if ((v = PyObject_GetAttr(s->d, s_binaries)) == NULL) {
+            return -1;
+        }
+        if (!PyUnicode_Check(v)) {
+            Py_DECREF(v);
+            PyErr_SetString(PyExc_TypeError, "_Decoder.binaries must be a str");
+            return -1;
+        }
+        int mode = PyUnicode_CompareWithASCIIString(v, "bytes") == 0 ? 0
+                   : PyUnicode_CompareWithASCIIString(v, "str") == 0 ? 1
+                                                                        : 2;
+        Py_DECREF(v);
+        if ((v = PyObject_GetAttr(s->d, s_peer)) == NULL) {
+            return -1;
+        }
+        int peer = PyObject_IsTrue(v);
+        Py_DECREF(v);
+        if (peer < 0) {
+            return -1;
+        }
+        Py_INCREF(s->d);
+        Py_XSETREF(last_decoder, s->d);
+        last_max_depth = max_depth;
+        last_mode = mode;
+        last_peer = peer;
+    }
+    s->max_depth = last_max_depth;
+    s->mode = last_mode;
+    s->peer = last_peer;
+    return 0;
+}
+
 PyDoc_STRVAR(decode_doc,
 "decode(d, data, pos, depth) -> (term, end)\n\n"
 "Decode the term whose tag is at data[pos] with the options of the etf._Decoder d;\n"
@@ -906,31 +959,7 @@ etf_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (pos < 0) {
         return dec_error(pos, "negative offset");
     }
-    PyObject *v = PyObject_GetAttr(s.d, s_max_depth);
-    if (v == NULL) {
-        return NULL;
-    }
-    s.max_depth = PyLong_AsSsize_t(v);
-    Py_DECREF(v);
-    if (s.max_depth == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if ((v = PyObject_GetAttr(s.d, s_binaries)) == NULL) {
-        return NULL;
-    }
-    if (!PyUnicode_Check(v)) {
-        Py_DECREF(v);
-        PyErr_SetString(PyExc_TypeError, "_Decoder.binaries must be a str");
-        return NULL;
-    }
-    s.mode = PyUnicode_CompareWithASCIIString(v, "bytes") == 0 ? 0 : PyUnicode_CompareWithASCIIString(v, "str") == 0 ? 1 : 2;
-    Py_DECREF(v);
-    if ((v = PyObject_GetAttr(s.d, s_peer)) == NULL) {
-        return NULL;
-    }
-    s.peer = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    if (s.peer < 0) {
+    if (read_options(&s) < 0) {
         return NULL;
     }
     PyObject *term = dec_term(&s, &pos, depth);
@@ -1683,15 +1712,17 @@ etf_init(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     cache_clear(utf8_cache, ATOM_CACHE_SIZE);
     cache_clear(latin1_cache, ATOM_CACHE_SIZE);
     cache_clear(pid_cache, PID_CACHE_SIZE);
+    Py_CLEAR(last_decoder);
     initialized = 1;
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(clear_caches_doc, "clear_caches() -> None\n\nEmpty the atom and pid caches.");
+PyDoc_STRVAR(clear_caches_doc, "clear_caches() -> None\n\nEmpty the atom and pid caches and forget the last decoder.");
 
 static PyObject *
 etf_clear_caches(PyObject *module, PyObject *unused)
 {
+    Py_CLEAR(last_decoder);
     cache_clear(utf8_cache, ATOM_CACHE_SIZE);
     cache_clear(latin1_cache, ATOM_CACHE_SIZE);
     cache_clear(pid_cache, PID_CACHE_SIZE);
