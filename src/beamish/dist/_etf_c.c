@@ -22,10 +22,10 @@
  * raises RecursionError (which etf.py turns into EncodeError/DecodeError),
  * never a C stack overflow.
  *
- * State: the classes and functions handed over by init() (set once), and
- * three small direct-mapped caches (atoms by their UTF-8 or Latin-1 bytes,
- * pids by their encoded bytes), which only ever hold values the decoder has
- * already built once.
+ * State: the classes and functions handed over by init() (set once), three
+ * small direct-mapped caches (atoms by their UTF-8 or Latin-1 bytes, pids by
+ * their encoded bytes), which only ever hold values the decoder has already
+ * built once, and the options of the last etf._Decoder seen.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -1717,24 +1717,11 @@ etf_init(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(clear_caches_doc, "clear_caches() -> None\n\nEmpty the atom and pid caches and forget the last decoder.");
-
-static PyObject *
-etf_clear_caches(PyObject *module, PyObject *unused)
-{
-    Py_CLEAR(last_decoder);
-    cache_clear(utf8_cache, ATOM_CACHE_SIZE);
-    cache_clear(latin1_cache, ATOM_CACHE_SIZE);
-    cache_clear(pid_cache, PID_CACHE_SIZE);
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef methods[] = {
     {"init", (PyCFunction)(void (*)(void))etf_init, METH_FASTCALL, init_doc},
     {"encode", (PyCFunction)(void (*)(void))etf_encode, METH_FASTCALL, encode_doc},
     {"encode_into", (PyCFunction)(void (*)(void))etf_encode_into, METH_FASTCALL, encode_into_doc},
     {"decode", (PyCFunction)(void (*)(void))etf_decode, METH_FASTCALL, decode_doc},
-    {"clear_caches", etf_clear_caches, METH_NOARGS, clear_caches_doc},
     {NULL, NULL, 0, NULL},
 };
 
