@@ -502,13 +502,13 @@ dec_list(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
     if (s->len - start < 5) {
         return truncated(s);
     }
-    Py_ssize_t n = rd32(s->buf + start + 1);
+    long long n = rd32(s->buf + start + 1); /* 64 bits: a count near 2^32 stays positive */
     Py_ssize_t p = start + 5;
     if (depth >= s->max_depth) {
         return too_deep(s, start);
     }
     if (n > s->len - p) {
-        return dec_error(start, "list of %zd elements runs past the end of the input", n);
+        return dec_error(start, "list of %lld elements runs past the end of the input", n);
     }
     PyObject *items = PyList_New(n <= PREALLOC_MAX ? n : 0);
     if (items == NULL) {
@@ -572,7 +572,8 @@ static PyObject *
 dec_tuple(Dec *s, Py_ssize_t *pos, Py_ssize_t depth, int large)
 {
     Py_ssize_t start = *pos;
-    Py_ssize_t n, p;
+    long long n;
+    Py_ssize_t p;
     if (large) {
         if (s->len - start < 5) {
             return truncated(s);
@@ -594,7 +595,7 @@ dec_tuple(Dec *s, Py_ssize_t *pos, Py_ssize_t depth, int large)
         if (!large) {
             return truncated(s);
         }
-        return dec_error(start, "tuple of %zd elements runs past the end of the input", n);
+        return dec_error(start, "tuple of %lld elements runs past the end of the input", n);
     }
     if (n > PREALLOC_MAX) {
         PyObject *items = PyList_New(0);
@@ -640,13 +641,13 @@ dec_map(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
     if (s->len - start < 5) {
         return truncated(s);
     }
-    Py_ssize_t n = rd32(s->buf + start + 1);
+    long long n = rd32(s->buf + start + 1);
     Py_ssize_t p = start + 5;
     if (depth >= s->max_depth) {
         return too_deep(s, start);
     }
     if (n > (s->len - p) / 2) {
-        return dec_error(start, "map of %zd pairs runs past the end of the input", n);
+        return dec_error(start, "map of %lld pairs runs past the end of the input", n);
     }
     PyObject *result = PyDict_New();
     if (result == NULL) {
@@ -818,9 +819,9 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         if (left < 5) {
             return truncated(s);
         }
-        Py_ssize_t n = rd32(b + 1);
+        long long n = rd32(b + 1);
         if (n > left - 5) {
-            return dec_error(p, "binary of %zd bytes runs past the end of the input", n);
+            return dec_error(p, "binary of %lld bytes runs past the end of the input", n);
         }
         r = s->mode == 0 ? PyBytes_FromStringAndSize((const char *)b + 5, n) : dec_binary_value(s, p + 5, n);
         if (r != NULL) {
@@ -832,10 +833,10 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         if (left < 6) {
             return truncated(s);
         }
-        Py_ssize_t n = rd32(b + 1);
+        long long n = rd32(b + 1);
         int bits = b[5];
         if (n > left - 6) {
-            return dec_error(p + 6, "bitstring of %zd bytes runs past the end of the input (%zd left)", n, left - 6);
+            return dec_error(p + 6, "bitstring of %lld bytes runs past the end of the input (%zd left)", n, left - 6);
         }
         if ((n == 0 && bits == 0) || (n > 0 && bits == 8)) {
             /* A whole-byte bitstring: from a beamish peer, that is how bytes travel. */
