@@ -14,6 +14,8 @@ import functools
 import math
 import os
 import struct
+import subprocess
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -329,6 +331,30 @@ def test_depth_error_is_the_same_in_c() -> None:
     huge = Limits(max_depth=1 << 30)
     with _impl(C_IMPL), pytest.raises(DecodeError, match="too deep"):
         etf.decode(b"\x83" + b"\x68\x01" * 100_000 + b"\x6a", limits=huge)
+
+
+_DEEP_SCRIPT = """
+import sys
+from beamish.dist import etf
+n = 100_000
+sys.setrecursionlimit(4 * n)
+deep = []
+for _ in range(n):
+    deep = [deep]
+data = etf.encode(deep)
+assert etf.decode(data, limits=etf.Limits(max_depth=n + 1)) is not None
+assert etf.ACCELERATED
+"""
+
+
+@needs_c
+def test_terms_deeper_than_c_nests_continue_in_python() -> None:
+    # With the recursion limit raised, C hands the rest of a very deep term to
+    # etf.py (whose calls do not use the C stack); nesting it all in C
+    # overflows the stack at this depth (a segfault: hence the subprocess).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _DEEP_SCRIPT], env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 @needs_c

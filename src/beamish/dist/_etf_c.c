@@ -19,8 +19,10 @@
  *
  * Recursion in both directions goes through Py_EnterRecursiveCall, so a
  * self-containing list or an input nested past the interpreter's limit
- * raises RecursionError (which etf.py turns into EncodeError/DecodeError),
- * never a C stack overflow.
+ * raises RecursionError (which etf.py turns into EncodeError/DecodeError).
+ * Past C_DEPTH_MAX containers nested in C, the rest of a term goes to the
+ * Python code, whose calls do not grow the C stack: a program that raises
+ * the recursion limit gets the pure-Python results, never a stack overflow.
  *
  * State: the classes and functions handed over by init() (set once), three
  * small direct-mapped caches (atoms by their UTF-8 or Latin-1 bytes, pids by
@@ -59,6 +61,10 @@
  * size; longer ones grow as they are filled, so that a hostile count that
  * the input cannot back costs memory only for what was actually read. */
 #define PREALLOC_MAX 4096
+
+/* Containers nested in C before the rest goes to etf.py (see the header);
+ * a few hundred bytes of C stack each. */
+#define C_DEPTH_MAX 1000
 
 /* --- what init() hands over ------------------------------------------------ */
 
@@ -164,6 +170,7 @@ typedef struct {
     int mode;            /* binaries: 0 "bytes", 1 "str", 2 "utf8_or_bytes" */
     int peer;
     PyObject *by_name;   /* d.structs.by_name, fetched at the first map (owned) */
+    int nesting;         /* containers being decoded in C */
 } Dec;
 
 static PyObject *dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth);
@@ -711,6 +718,24 @@ fail:
     return NULL;
 }
 
+static PyObject *
+dec_container(Dec *s, Py_ssize_t *pos, Py_ssize_t depth, unsigned char tag)
+{
+    if (s->nesting >= C_DEPTH_MAX) {
+        return dec_fallback(s, pos, depth);
+    }
+    if (Py_EnterRecursiveCall(" while decoding an Erlang term")) {
+        return NULL;
+    }
+    s->nesting++;
+    PyObject *r = tag == LIST_EXT  ? dec_list(s, pos, depth)
+                  : tag == MAP_EXT ? dec_map(s, pos, depth)
+                                   : dec_tuple(s, pos, depth, tag == LARGE_TUPLE_EXT);
+    s->nesting--;
+    Py_LeaveRecursiveCall();
+    return r;
+}
+
 /* The term whose tag is at `*pos`; advances `*pos` past it. `depth` is
  * the number of containers around it, as etf.py counts. */
 static PyObject *
@@ -774,12 +799,9 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         return dec_atom(s, pos);
     case SMALL_TUPLE_EXT:
     case LARGE_TUPLE_EXT:
-        if (Py_EnterRecursiveCall(" while decoding an Erlang term")) {
-            return NULL;
-        }
-        r = dec_tuple(s, pos, depth, b[0] == LARGE_TUPLE_EXT);
-        Py_LeaveRecursiveCall();
-        return r;
+    case LIST_EXT:
+    case MAP_EXT:
+        return dec_container(s, pos, depth, b[0]);
     case NIL_EXT:
         *pos = p + 1;
         return PyList_New(0);
@@ -801,20 +823,6 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         *pos = p + 3 + n;
         return r;
     }
-    case LIST_EXT:
-        if (Py_EnterRecursiveCall(" while decoding an Erlang term")) {
-            return NULL;
-        }
-        r = dec_list(s, pos, depth);
-        Py_LeaveRecursiveCall();
-        return r;
-    case MAP_EXT:
-        if (Py_EnterRecursiveCall(" while decoding an Erlang term")) {
-            return NULL;
-        }
-        r = dec_map(s, pos, depth);
-        Py_LeaveRecursiveCall();
-        return r;
     case BINARY_EXT: {
         if (left < 5) {
             return truncated(s);
@@ -952,6 +960,7 @@ etf_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     s.len = PyBytes_GET_SIZE(args[1]);
     s.d = args[0];
     s.by_name = NULL;
+    s.nesting = 0;
     Py_ssize_t pos = PyLong_AsSsize_t(args[2]);
     Py_ssize_t depth = PyLong_AsSsize_t(args[3]);
     if ((pos == -1 || depth == -1) && PyErr_Occurred()) {
@@ -989,6 +998,7 @@ typedef struct {
     PyObject *out;       /* the bytearray, created when a fallback needs it (owned) */
     PyObject *table;     /* the Python encoder table, for the fallback (borrowed) */
     int peer;
+    int nesting;         /* containers being encoded in C */
     unsigned char stack[512];
 } Enc;
 
@@ -1455,11 +1465,19 @@ enc_term(Enc *e, PyObject *o)
     if (t == atom_type) {
         return enc_atom(e, o);
     }
-    if (t == &PyTuple_Type) {
+    if (t == &PyTuple_Type || t == &PyList_Type || t == &PyDict_Type || t == improper_type) {
+        if (e->nesting >= C_DEPTH_MAX) {
+            return enc_fallback(e, o);
+        }
         if (Py_EnterRecursiveCall(" while encoding an Erlang term")) {
             return -1;
         }
-        rc = enc_tuple(e, o);
+        e->nesting++;
+        rc = t == &PyTuple_Type  ? enc_tuple(e, o)
+             : t == &PyList_Type ? enc_list(e, o)
+             : t == &PyDict_Type ? enc_map(e, o)
+                                 : enc_improper(e, o);
+        e->nesting--;
         Py_LeaveRecursiveCall();
         return rc;
     }
@@ -1494,14 +1512,6 @@ enc_term(Enc *e, PyObject *o)
         }
         return enc_bytes(e, PyBytes_AS_STRING(o), n);
     }
-    if (t == &PyList_Type || t == &PyDict_Type || t == improper_type) {
-        if (Py_EnterRecursiveCall(" while encoding an Erlang term")) {
-            return -1;
-        }
-        rc = t == &PyList_Type ? enc_list(e, o) : t == &PyDict_Type ? enc_map(e, o) : enc_improper(e, o);
-        Py_LeaveRecursiveCall();
-        return rc;
-    }
     if (t == &PyFloat_Type) {
         double v = PyFloat_AS_DOUBLE(o);
         if (!isfinite(v)) {
@@ -1535,6 +1545,7 @@ enc_init(Enc *e, PyObject *out, PyObject *table, int peer)
     e->out = out;
     e->table = table;
     e->peer = peer;
+    e->nesting = 0;
 }
 
 static void
