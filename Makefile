@@ -10,7 +10,8 @@ NODES   ?= 1
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# setup.py builds the C codec: editing it rebuilds.
+$(STAMP): pyproject.toml setup.py src/beamish/dist/_etf_c.c | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,uvloop,config]'
 	touch $(STAMP)

@@ -22,7 +22,7 @@ from beamish.dist import etf
 from beamish.dist.etf import BitBinary, ExportFun, ImproperList
 from beamish.terms import Term, _make_pid, _make_port, _make_ref
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("etf_impl")]  # both codecs (conftest.py)
 
 ERLANG_TERMS = r"""
 Self = self(),

@@ -31,6 +31,9 @@ from beamish.dist import etf
 from beamish.dist.etf import BitBinary, DecodeError, ExportFun, ImproperList, Limits
 from beamish.terms import Term, _make_pid, _make_port, _make_ref
 
+# Every test runs with the C codec and with the pure-Python one (tests/dist/conftest.py).
+pytestmark = pytest.mark.usefixtures("etf_impl")
+
 CORPUS = Path(__file__).parent / "corpus"
 EXAMPLES = int(os.environ.get("BEAMISH_FUZZ_EXAMPLES", "400"))
 # Small limits, so that a fuzzed length or depth hits them rather than eating memory.
