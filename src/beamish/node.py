@@ -344,7 +344,7 @@ class Node:
                     return
                 if self.dist is None:
                     return  # like Erlang's send to an unreachable node: no error
-                self.dist.send(self._sender(), (Atom(name), Atom(node)), msg)
+                self.dist.send(self._sender(), dest, msg)  # it makes the atoms
                 return
         if type(dest) is Ref:
             self.send_alias(dest, msg)

@@ -150,13 +150,13 @@ class Connection:
         finally:
             self.kernel.connection_down(self, reason)
 
-    def dispatch(self, frame: bytes | memoryview) -> None:
+    def dispatch(self, frame: bytes) -> None:
         if not frame or frame[0] != C.PASS_THROUGH:
             raise etf.DecodeError(f"unsupported frame header {bytes(frame[:1])!r} (no atom cache was agreed)")
         limits = self.kernel.options.limits
         beamish = self.beamish
         known = self._got_ctrl_bytes
-        if known and frame[1 : 1 + len(known)] == known:
+        if known and frame.startswith(known, 1):
             ctrl, offset = self._got_ctrl, 1 + len(known)
         else:
             ctrl, offset = etf.decode_prefix(frame, 1, limits=limits, beamish_peer=beamish)
@@ -572,7 +572,11 @@ class Kernel:
         else:
             name, node = dest
             frm = sender if sender is not None else self._kernel_pid()
-            ctrl, peer = (C.REG_SEND, frm, EMPTY, Atom(name)), Atom(node)
+            # Usually atoms already: Atom() is a dict lookup and a call, per message.
+            if type(name) is not Atom:
+                name = Atom(name)
+            peer = node if type(node) is Atom else Atom(node)
+            ctrl = (C.REG_SEND, frm, EMPTY, name)
         conn = self.conns.get(peer)
         if conn is not None:
             conn.send(ctrl, msg)
