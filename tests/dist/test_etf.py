@@ -540,3 +540,21 @@ def test_round_trip_property(value: Term) -> None:
 @given(st.recursive(st.one_of(_leaves, st.text(max_size=10)), _extend, max_leaves=20))
 def test_round_trip_between_beamish_peers_keeps_str(value: Term) -> None:
     assert_same(etf.decode(etf.encode(value, beamish_peer=True), beamish_peer=True), value)
+
+
+def test_a_prefix_decoder_decodes_like_decode_prefix_with_its_options() -> None:
+    frame = b"\x70" + etf.encode((6, Atom("a"), Atom(""), Atom("b"))) + etf.encode([1, "x"], beamish_peer=True)
+    plain, peer = etf.PrefixDecoder(), etf.PrefixDecoder(beamish_peer=True)
+    ctrl, offset = plain(frame, 1)
+    assert (ctrl, offset) == etf.decode_prefix(frame, 1)
+    assert plain(frame, offset) == ([1, b"x"], len(frame))
+    assert peer(frame, offset) == ([1, "x"], len(frame))  # str kept between beamish nodes
+    with pytest.raises(etf.DecodeError):
+        plain(frame[:-1], offset)  # truncated
+    with pytest.raises(etf.DecodeError, match="version"):
+        plain(frame, 0)  # 0x70 is not a version byte
+    deep = etf.encode([[[[1]]]])
+    with pytest.raises(etf.DecodeError, match="max_depth"):
+        etf.PrefixDecoder(limits=etf.Limits(max_depth=2))(deep, 0)
+    big = etf.encode(list(range(500)), compress=6)  # compressed: the general path
+    assert etf.PrefixDecoder()(big, 0) == (list(range(500)), len(big))

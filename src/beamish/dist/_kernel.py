@@ -110,6 +110,9 @@ class Connection:
         self._sent_ctrl_bytes = b""
         self._got_ctrl_bytes = b""
         self._got_ctrl: tuple[Term, ...] = ()
+        limits = kernel.options.limits
+        self._decode_plain = etf.PrefixDecoder(limits=limits)
+        self._decode_beamish = etf.PrefixDecoder(limits=limits, beamish_peer=True)
 
     def __repr__(self) -> str:
         return f"<Connection {self.node.name} -> {self.peer}>"
@@ -153,13 +156,12 @@ class Connection:
     def dispatch(self, frame: bytes) -> None:
         if not frame or frame[0] != C.PASS_THROUGH:
             raise etf.DecodeError(f"unsupported frame header {bytes(frame[:1])!r} (no atom cache was agreed)")
-        limits = self.kernel.options.limits
-        beamish = self.beamish
+        decode = self._decode_beamish if self.beamish else self._decode_plain
         known = self._got_ctrl_bytes
         if known and frame.startswith(known, 1):
             ctrl, offset = self._got_ctrl, 1 + len(known)
         else:
-            ctrl, offset = etf.decode_prefix(frame, 1, limits=limits, beamish_peer=beamish)
+            ctrl, offset = decode(frame, 1)
             if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
                 raise etf.DecodeError(f"control message is not an operation tuple: {ctrl!r}")
             if ctrl[0] in _REPEATING:
@@ -167,7 +169,7 @@ class Connection:
         op = ctrl[0]
         payload: Term = None
         if op in C.WITH_PAYLOAD:
-            payload, offset = etf.decode_prefix(frame, offset, limits=limits, beamish_peer=beamish)
+            payload, offset = decode(frame, offset)
         if offset != len(frame):
             raise etf.DecodeError(f"{len(frame) - offset} trailing bytes after {C.name_of(op)}", offset)
         handler = _HANDLERS.get(op)

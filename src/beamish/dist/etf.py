@@ -153,6 +153,7 @@ __all__ = [
     "Limits",
     "StructRegistry",
     "decode",
+    "PrefixDecoder",
     "decode_prefix",
     "encode",
     "encode_into",
@@ -906,6 +907,41 @@ def _decoder(
         _DECODER_CACHE[key] = d
     _last_decoder = (limits, binaries, peer, structs, d)
     return d
+
+
+class PrefixDecoder:
+    """`decode_prefix` with its options fixed, for a stream of terms decoded
+    alike (a connection's frames): `PrefixDecoder(limits=..., beamish_peer=...)(data, offset)`
+    returns `(term, offset_after)`. The options are checked once, not per term.
+
+    >>> PrefixDecoder()(bytes.fromhex("836101836102"), 3)
+    (2, 6)
+    """
+
+    __slots__ = ("_d", "_max_size")
+
+    def __init__(self, *, limits: Limits = DEFAULT_LIMITS, beamish_peer: bool = False) -> None:
+        self._d = _Decoder(limits, "utf8_or_bytes" if beamish_peer else "bytes", beamish_peer, None, DEFAULT_STRUCTS)
+        self._max_size = limits.max_size
+
+    def __call__(self, data: bytes, offset: int) -> tuple[Term, int]:
+        if (
+            type(data) is bytes
+            and len(data) > offset + 1 >= 1
+            and data[offset] == VERSION
+            and data[offset + 1] != COMPRESSED
+            and len(data) <= self._max_size
+        ):
+            try:
+                return _decode(self._d, data, offset + 1, 0)
+            except (IndexError, struct.error):
+                raise DecodeError("truncated input", len(data)) from None
+            except RecursionError:
+                raise DecodeError("nesting too deep for the Python stack") from None
+            except MemoryError:
+                raise DecodeError("out of memory while decoding") from None
+        d = self._d
+        return decode_prefix(data, offset, limits=d.limits, beamish_peer=d.peer)
 
 
 def _need(data: bytes, pos: int, n: int, what: str) -> None:
