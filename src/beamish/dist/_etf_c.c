@@ -1454,8 +1454,8 @@ enc_improper(Enc *e, PyObject *o)
 }
 
 /* Dispatch on the EXACT type: a subclass of any of these (IntEnum, an Atom
- * subclass, OrderedDict, a NamedTuple...) goes to etf.py, which knows how
- * each is meant to travel. */
+ * subclass, OrderedDict...) goes to etf.py, which knows how each is meant to
+ * travel; except a tuple subclass its table has no entry for (see the end). */
 static int
 enc_term(Enc *e, PyObject *o)
 {
@@ -1532,6 +1532,28 @@ enc_term(Enc *e, PyObject *o)
     }
     if (t == ref_type) {
         return enc_ref(e, o);
+    }
+    if (PyTuple_Check(o) && e->table != NULL) {
+        /* A tuple subclass etf.py's table does not name (a NamedTuple such as
+         * a call's From) is a plain tuple there too (its _resolve); the named
+         * ones (FrozenList, a registered struct) keep their own encoder. */
+        PyObject *own = PyDict_GetItemWithError(e->table, (PyObject *)t);
+        if (own == NULL && !PyErr_Occurred()) {
+            if (e->nesting >= C_DEPTH_MAX) {
+                return enc_fallback(e, o);
+            }
+            if (Py_EnterRecursiveCall(" while encoding an Erlang term")) {
+                return -1;
+            }
+            e->nesting++;
+            rc = enc_tuple(e, o);
+            e->nesting--;
+            Py_LeaveRecursiveCall();
+            return rc;
+        }
+        if (own == NULL) {
+            return -1;
+        }
     }
     return enc_fallback(e, o);
 }
