@@ -190,3 +190,69 @@ def test_interleaved_streams_keep_their_senders_and_destinations() -> None:
         return len(got1) + len(got2)
 
     assert two_nodes(server, client) == 500
+
+
+class Ledger(GenServer):
+    """Counts each sender's casts; a call answers how many it has seen from
+    its caller, so the caller can check nothing it cast was overtaken. Every
+    tenth call is answered from an async callback, which keeps the server
+    busy while more frames arrive (they queue instead of being handled as
+    they are read)."""
+
+    def init(self, _: Term) -> dict[Term, list[int]]:
+        self.in_callback = False
+        return {}
+
+    def check_not_in_callback(self) -> None:
+        # OTP runs one callback at a time: a message handled while an async
+        # callback is pending would be a bug of the at-once path.
+        if self.in_callback:
+            raise AssertionError("a message was handled during an async callback")
+
+    def handle_cast(self, request: Term, seen: dict[Term, list[int]]) -> beamish.NoReply:
+        self.check_not_in_callback()
+        sender, i = request
+        seen.setdefault(sender, []).append(i)
+        return beamish.NoReply(seen)
+
+    def handle_call(self, request: Term, from_: From, seen: dict[Term, list[int]]) -> Term:
+        self.check_not_in_callback()
+        sender, n = request
+        mine = seen.get(sender, [])
+        if (n + 3 * sender) % 10 == 0:  # the senders go async at different times
+
+            async def later() -> Reply:
+                self.in_callback = True
+                await asyncio.sleep(0.001)
+                self.in_callback = False
+                return Reply(list(mine), seen)
+
+            return later()
+        return Reply(list(mine), seen)
+
+
+def test_remote_casts_and_calls_keep_each_senders_order() -> None:
+    """Frames for an idle server are handled as they are read, the rest
+    queue: either way a call sees every cast its caller sent before it, in
+    order, from several senders at once."""
+
+    async def server() -> None:
+        await Ledger.start(None, name="ledger")
+
+    async def client(a: Atom) -> Term:
+        async def sender(tag: int) -> None:
+            sent = 0
+            for n in range(60):
+                for _ in range(n % 4):
+                    GenServer.cast(("ledger", a), (tag, sent))
+                    sent += 1
+                seen = await GenServer.call(("ledger", a), (tag, n))
+                assert seen == list(range(sent)), (tag, n, seen[-5:], sent)
+            beamish.send(parent, ("done", tag, sent))
+
+        parent = beamish.self()
+        for tag in range(3):
+            beamish.spawn_link(sender, tag)
+        return sorted([(await beamish.receive(timeout=20))[1] for _ in range(3)])
+
+    assert two_nodes(server, client) == [0, 1, 2]
