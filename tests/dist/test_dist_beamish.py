@@ -46,7 +46,12 @@ async def report_to(parent: Pid, value: Term) -> None:
     await beamish.receive(lambda m: m == "stop")
 
 
-def two_nodes(server: Callable[[], Awaitable[Term]], client: Callable[[Atom], Awaitable[Term]], **server_options: Term) -> Term:
+def two_nodes(
+    server: Callable[[], Awaitable[Term]],
+    client: Callable[[Atom], Awaitable[Term]],
+    use_uvloop: bool = False,
+    **server_options: Term,
+) -> Term:
     """Run `server()` on node A and `client(a_name)` on node B, in one loop;
     return the client's result. Node A lives until the client is done."""
     ensure_epmd()
@@ -78,10 +83,16 @@ def two_nodes(server: Callable[[], Awaitable[Term]], client: Callable[[Atom], Aw
         _, result = await asyncio.wait_for(asyncio.gather(a.run(a_main), b.run(b_main)), 60)
         return result
 
+    if use_uvloop:
+        import uvloop
+
+        return uvloop.run(both())
     return asyncio.run(both())
 
 
-def test_call_cast_and_send_across_nodes() -> None:
+# uvloop's transports are its own: the connection's protocol swap runs there too.
+@pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_call_cast_and_send_across_nodes(use_uvloop: bool) -> None:
     async def server() -> None:
         await Counter.start(0, name="counter")
 
@@ -92,7 +103,7 @@ def test_call_cast_and_send_across_nodes() -> None:
         assert await GenServer.call(("counter", a), ("echo", b"bytes")) == b"bytes"
         return await GenServer.call(("counter", a), "incr")
 
-    assert two_nodes(server, client) == 2
+    assert two_nodes(server, client, use_uvloop) == 2
 
 
 def test_remote_spawn_link_monitor_and_rpc() -> None:
