@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from tests.interop.beamish import two_nodes
 from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
 
 import beamish
@@ -44,50 +45,6 @@ def double(x: int) -> int:
 async def report_to(parent: Pid, value: Term) -> None:
     beamish.send(parent, ("spawned_ran", beamish.self(), value))
     await beamish.receive(lambda m: m == "stop")
-
-
-def two_nodes(
-    server: Callable[[], Awaitable[Term]],
-    client: Callable[[Atom], Awaitable[Term]],
-    use_uvloop: bool = False,
-    **server_options: Term,
-) -> Term:
-    """Run `server()` on node A and `client(a_name)` on node B, in one loop;
-    return the client's result. Node A lives until the client is done."""
-    ensure_epmd()
-    cookie = new_cookie()
-    a = Node(f"{unique_name('a')}@{HOST}")
-    b = Node(f"{unique_name('b')}@{HOST}")
-    ready: asyncio.Event
-    done: asyncio.Event
-
-    async def a_main() -> None:
-        await dist.start(cookie=cookie, **server_options)
-        await server()
-        ready.set()
-        await done.wait()
-        await dist.stop()
-
-    async def b_main() -> Term:
-        await dist.start(cookie=cookie)
-        await ready.wait()
-        try:
-            return await client(a.name)
-        finally:
-            done.set()
-            await dist.stop()
-
-    async def both() -> Term:
-        nonlocal ready, done
-        ready, done = asyncio.Event(), asyncio.Event()
-        _, result = await asyncio.wait_for(asyncio.gather(a.run(a_main), b.run(b_main)), 60)
-        return result
-
-    if use_uvloop:
-        import uvloop
-
-        return uvloop.run(both())
-    return asyncio.run(both())
 
 
 # uvloop's transports are its own: the connection's protocol swap runs there too.

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.interop import beamish as beamish_pair
 from tests.interop.erlang import HOST, ErlNode, ensure_epmd, erl_node, erl_run, new_cookie, require, unique_name
 
 import beamish
@@ -94,38 +95,13 @@ def is_tls(peer: str) -> bool:
 # --- beamish <-> beamish --------------------------------------------------------
 
 
-def two_nodes(pki: Pki, client_tls: TlsOptions | None, client: object, use_uvloop: bool = False) -> Term:
-    ensure_epmd()
-    cookie = new_cookie()
-    a, b = Node(py_name()), Node(py_name())
-    ready, done = asyncio.Event(), asyncio.Event()
+def two_nodes(pki: Pki, client_tls: TlsOptions | None, client: Callable[[Atom], Awaitable[Term]], use_uvloop: bool = False) -> Term:
+    """A TLS node serving `echo`, and a client node with `client_tls`."""
 
-    async def a_main() -> None:
-        await dist.start(cookie=cookie, tls=pki.node("node"))
+    async def server() -> None:
         await Echo.start(None, name="echo")
-        ready.set()
-        await done.wait()
-        await dist.stop()
 
-    async def b_main() -> Term:
-        await dist.start(cookie=cookie, tls=client_tls)
-        await ready.wait()
-        try:
-            assert callable(client)
-            return await client(a.name)
-        finally:
-            done.set()
-            await dist.stop()
-
-    async def both() -> Term:
-        _, result = await asyncio.wait_for(asyncio.gather(a.run(a_main), b.run(b_main)), 60)
-        return result
-
-    if use_uvloop:
-        import uvloop
-
-        return uvloop.run(both())
-    return asyncio.run(both())
+    return beamish_pair.two_nodes(server, client, use_uvloop, {"tls": client_tls}, tls=pki.node("node"))
 
 
 # uvloop has its own TLS transport: a connection swaps its protocol there too.

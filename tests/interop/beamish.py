@@ -1,0 +1,68 @@
+"""Two beamish nodes in one event loop, for the distribution tests.
+
+A Node is tied to its processes, not to a thread, so two of them can share a
+loop: the tests stay fast and still talk the Erlang distribution protocol over
+real loopback TCP (or TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
+
+from beamish import Atom, Node, dist
+from beamish.terms import Term
+
+
+def run_loop(main: Coroutine[Any, Any, Term], use_uvloop: bool) -> Term:
+    """`asyncio.run(main)`, or uvloop's (its transports are its own)."""
+    if use_uvloop:
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def two_nodes(
+    server: Callable[[], Awaitable[Term]],
+    client: Callable[[Atom], Awaitable[Term]],
+    use_uvloop: bool = False,
+    client_options: dict[str, Any] | None = None,
+    **server_options: Any,
+) -> Term:
+    """Run `server()` on node A and `client(a_name)` on node B, in one loop;
+    return the client's result. Node A lives until the client is done.
+    `server_options` and `client_options` go to each node's `dist.start`."""
+    ensure_epmd()
+    cookie = new_cookie()
+    a = Node(f"{unique_name('a')}@{HOST}")
+    b = Node(f"{unique_name('b')}@{HOST}")
+    ready: asyncio.Event
+    done: asyncio.Event
+
+    async def a_main() -> None:
+        await dist.start(cookie=cookie, **server_options)
+        await server()
+        ready.set()
+        await done.wait()
+        await dist.stop()
+
+    async def b_main() -> Term:
+        await dist.start(cookie=cookie, **(client_options or {}))
+        await ready.wait()
+        try:
+            return await client(a.name)
+        finally:
+            done.set()
+            await dist.stop()
+
+    async def both() -> Term:
+        nonlocal ready, done
+        ready, done = asyncio.Event(), asyncio.Event()
+        _, result = await asyncio.wait_for(asyncio.gather(a.run(a_main), b.run(b_main)), 60)
+        return result
+
+    return run_loop(both(), use_uvloop)
