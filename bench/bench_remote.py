@@ -24,10 +24,14 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import beamish
 from beamish import Atom, From, GenServer, Node, NoReply, Reply, dist
 from beamish.terms import Term
+
+T = TypeVar("T")
 
 
 class Echo(GenServer):
@@ -49,6 +53,16 @@ same rule applies to Erlang's figure and ours."""
 
 def rounds_of(calls: int) -> int:
     return max(1, calls // ROUNDS)
+
+
+def run_loop(main: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
+    """`asyncio.run(main)`, or uvloop's."""
+    if use_uvloop:
+        import uvloop
+
+        value: T = uvloop.run(main)
+        return value
+    return asyncio.run(main)
 
 
 def result(name: str, value: float, unit: str, floor: float | None = None) -> None:
@@ -79,12 +93,7 @@ def echo_server(use_uvloop: bool) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         server.close()
 
-    if use_uvloop:
-        import uvloop
-
-        uvloop.run(body())
-    else:
-        asyncio.run(body())
+    run_loop(body(), use_uvloop)
 
 
 async def _pingpong(host: str, port: int, count: int) -> float:
@@ -117,11 +126,7 @@ def tcp_floor_2proc(count: int, use_uvloop: bool) -> float:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        if use_uvloop:
-            import uvloop
-
-            return uvloop.run(_pingpong("127.0.0.1", port, count))
-        return asyncio.run(_pingpong("127.0.0.1", port, count))
+        return run_loop(_pingpong("127.0.0.1", port, count), use_uvloop)
     finally:
         server.communicate(timeout=30)
 
@@ -207,12 +212,7 @@ def beamish_pair(calls: int, casts: int, use_uvloop: bool = False) -> tuple[floa
         events.extend([asyncio.Event(), asyncio.Event()])
         await asyncio.gather(a.run(server), b.run(client))
 
-    if use_uvloop:
-        import uvloop
-
-        uvloop.run(both())
-    else:
-        asyncio.run(both())
+    run_loop(both(), use_uvloop)
     return out["call"], out["cast"], None
 
 
@@ -286,7 +286,7 @@ def main(quick: bool) -> None:
         result("erlang_remote_call", erlang, "us")
     loops = [("", False)]
     try:
-        import uvloop
+        import uvloop  # noqa: F401
 
         loops.append(("_uvloop", True))
     except ImportError:
@@ -296,9 +296,7 @@ def main(quick: bool) -> None:
     result("remote_cast", cast, "msgs/s")
     for suffix, use_uvloop in loops:
         if use_uvloop:
-            import uvloop
-
-            result(f"floor_tcp_pingpong{suffix}", uvloop.run(tcp_floor(calls)), "us")
+            result(f"floor_tcp_pingpong{suffix}", run_loop(tcp_floor(calls), True), "us")
             call, cast, _ = beamish_pair(calls, casts, use_uvloop=True)
             result(f"remote_call{suffix}", call, "us", erlang or floor)
             result(f"remote_cast{suffix}", cast, "msgs/s")
