@@ -8,7 +8,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from tests.config_fixtures import MyApp as MyAppConfig
+from tests.config_fixtures import write
 
 import beamish
 from beamish import Application, ApplicationError, GenServer, Node, Reply, Supervisor, application
@@ -267,17 +268,6 @@ async def test_env_get_fetch_put_delete() -> None:
     assert application.loaded_applications() == [("envy", "the envy app", "1.2.3")]
 
 
-class WorkerConfig(BaseModel):
-    batch_size: int
-    interval: float = 1.0
-
-
-class MyAppConfig(BaseModel):
-    pool_size: int
-    debug: bool = False
-    Worker: WorkerConfig
-
-
 class Configured(Application):
     name = "configured"
     config_schema = MyAppConfig
@@ -288,10 +278,6 @@ class Configured(Application):
 
     def config_change(self, changed: dict[str, Term], new: dict[str, Term], removed: list[str]) -> None:
         Configured.changes.append((changed, new, removed))
-
-
-def write(directory: Path, name: str, text: str) -> None:
-    (directory / name).write_text(text)
 
 
 async def test_configuration_is_validated_before_anything_starts(tmp_path: Path) -> None:

@@ -7,17 +7,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from tests.config_fixtures import MyApp, write
 from typing_extensions import TypedDict  # pydantic's requirement before Python 3.12
 
 from beamish import config
 from beamish.config import ConfigError
-
-
-def write(directory: Path, name: str, text: str) -> Path:
-    path = directory / name
-    path.write_text(text)
-    return path
 
 
 def test_files_merge_deeply_in_order_config_env_runtime(tmp_path: Path) -> None:
@@ -96,17 +90,6 @@ def test_a_missing_directory_is_an_error_and_no_directory_is_empty(tmp_path: Pat
     with pytest.raises(ConfigError, match="no such configuration directory"):
         config.load(tmp_path / "nope")
     assert config.load(None, env="dev").sections == {}
-
-
-class Worker(BaseModel):
-    batch_size: int
-    interval: float = 1.0
-
-
-class MyApp(BaseModel):
-    pool_size: int
-    debug: bool = False
-    Worker: Worker
 
 
 def test_validation_reports_file_line_key_and_expected_type(tmp_path: Path) -> None:
