@@ -77,6 +77,15 @@ def _run_app(config_dir: Path, env: str = "test", *extra: str) -> subprocess.Pop
     )
 
 
+def _my_app_config(tmp_path: Path, files: dict[str, str] | None = None) -> Path:
+    """A copy of examples/my_app's configuration, with `files` (name -> text) written over it."""
+    config_dir = tmp_path / "config"
+    shutil.copytree(MY_APP_CONFIG, config_dir)
+    for name, text in (files or {}).items():
+        (config_dir / name).write_text(text)
+    return config_dir
+
+
 def _line(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -99,8 +108,7 @@ def _stderr_until(proc: subprocess.Popen[str], text: str) -> str:
 
 
 def test_run_boots_the_application_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
-    config_dir = tmp_path / "config"
-    shutil.copytree(MY_APP_CONFIG, config_dir)
+    config_dir = _my_app_config(tmp_path)
     proc = _run_app(config_dir)
     try:
         assert _line(proc) == "beamish: my_app started on nonode@nohost (env test)"
@@ -122,9 +130,7 @@ def test_run_boots_the_application_reloads_on_sighup_and_stops_on_sigterm(tmp_pa
 
 
 def test_run_refuses_to_boot_on_a_bad_configuration(tmp_path: Path) -> None:
-    config_dir = tmp_path / "config"
-    shutil.copytree(MY_APP_CONFIG, config_dir)
-    (config_dir / "prod.toml").write_text("[my_app]\npool_size = 50\n\n[my_app.Worker]\nbatch_size = 'lots'\ninterval = 1\n")
+    config_dir = _my_app_config(tmp_path, {"prod.toml": "[my_app]\npool_size = 50\n\n[my_app.Worker]\nbatch_size = 'lots'\ninterval = 1\n"})
     proc = _run_app(config_dir, "prod")
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 78, err
@@ -133,9 +139,7 @@ def test_run_refuses_to_boot_on_a_bad_configuration(tmp_path: Path) -> None:
 
 
 def test_run_with_a_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
-    config_dir = tmp_path / "config"
-    shutil.copytree(MY_APP_CONFIG, config_dir)
-    (config_dir / "runtime.toml").write_text("[my_app]\napi_key = \n")
+    config_dir = _my_app_config(tmp_path, {"runtime.toml": "[my_app]\napi_key = \n"})
     proc = _run_app(config_dir, "dev")
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 78
