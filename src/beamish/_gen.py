@@ -319,14 +319,7 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         node.aliases[ref] = proc
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (0.13 vs 0.28 µs).
         msg = (label, _new_from(From, (proc.pid, ref)), request)
-        if (
-            server.mailbox is None
-            and server._handler is not None
-            and not server._busy
-            and not server._scheduled
-            and node.dispatching is None
-            and proc._budget > 0
-        ):
+        if proc._budget > 0 and server.can_run_now():
             # The server is idle and nothing is queued for it, so it would
             # handle this call next anyway: run it now, here, and save the
             # two trips through the event loop. The budget makes a calling

@@ -341,21 +341,26 @@ class Process:
             node.dispatching = None
             _current.reset(token)
 
-    def deliver_at_once(self, msg: Term) -> None:
-        """`deliver`, except that an idle behaviour with nothing queued
-        handles `msg` right away, in this stack (`run_now`). For code that
-        is not a process handing over what arrived from outside (the
-        distribution layer, for a frame off the socket): the server's
-        reply can then leave in the same turn of the event loop, as it
-        would have been handled next anyway."""
-        if (
+    def can_run_now(self) -> bool:
+        """Whether a message for this process may be handled at once, in the
+        sender's stack (`run_now`): a live, idle behaviour with nothing
+        queued (so it would handle that message next anyway), while no
+        other callback of this node is running."""
+        return (
             self.mailbox is None
             and self._handler is not None
             and not self._busy
             and not self._scheduled
             and self.alive
             and self.node.dispatching is None
-        ):
+        )
+
+    def deliver_at_once(self, msg: Term) -> None:
+        """`deliver`, except that a process that `can_run_now` handles `msg`
+        right away. For code that is not a process handing over what arrived
+        from outside (the distribution layer, for a frame off the socket):
+        the server's reply can then leave in the same turn of the event loop."""
+        if self.can_run_now():
             self.run_now(msg)
         else:
             self.deliver(msg)
