@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from beamish.dist.framing import FrameError, FrameStream
 
 
-async def pair(**options: float) -> tuple[FrameStream, asyncio.StreamReader, asyncio.StreamWriter, asyncio.Server]:
+async def pair(**options: Any) -> tuple[FrameStream, asyncio.StreamReader, asyncio.StreamWriter, asyncio.Server]:
     ready: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.get_running_loop().create_future()
 
     async def accepted(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -17,7 +18,7 @@ async def pair(**options: float) -> tuple[FrameStream, asyncio.StreamReader, asy
 
     server = await asyncio.start_server(accepted, "127.0.0.1", 0)
     r, w = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
-    stream = FrameStream(r, w, **options)  # type: ignore[arg-type]
+    stream = FrameStream(r, w, **options)
     peer_r, peer_w = await ready
     return stream, peer_r, peer_w, server
 
@@ -139,6 +140,23 @@ def test_a_failing_frame_handler_closes_the_stream_and_stops_the_frames() -> Non
             await asyncio.wait_for(served, 2)
         assert got == [b"ok"]
         assert await asyncio.wait_for(peer_r.read(), 2) == b""  # we closed it
+        peer_w.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_stream_announces_its_first_write_of_a_batch_so_its_owner_can_flush_early() -> None:
+    async def main() -> None:
+        unflushed: set[FrameStream] = set()  # as the distribution kernel passes it
+        stream, peer_r, peer_w, server = await pair(unflushed=unflushed)
+        stream.write_frame(b"a")
+        stream.write_frame(b"b")
+        assert unflushed == {stream}
+        for s in unflushed:
+            s.flush()  # now, not at the end of the loop turn
+        assert await asyncio.wait_for(peer_r.readexactly(10), 2) == b"\0\0\0\1a\0\0\0\1b"
+        stream.close()
         peer_w.close()
         server.close()
 

@@ -130,13 +130,16 @@ class Connection:
             head = etf.encode(ctrl, beamish_peer=True)
             if ctrl[0] in _REPEATING:
                 self._sent_ctrl, self._sent_ctrl_bytes = ctrl, head
-        stream = self.stream
-        if not stream._out:
-            self.kernel.unflushed.add(stream)
         if payload is _NO_PAYLOAD:
-            stream.write_frame(b"\x70" + head)
+            self.stream.write_frame(b"\x70" + head)
         else:
-            stream.write_frame(b"".join((b"\x70", head, etf.encode(payload, beamish_peer=True))))
+            self.stream.write_frame(b"".join((b"\x70", head, etf.encode(payload, beamish_peer=True))))
+
+    def monitor(self, watcher: Pid, down_as: Term, wire_target: Term, ref: Ref) -> None:
+        """`watcher` monitors `wire_target` (a pid or a name) on the peer;
+        its DOWN will name `down_as`."""
+        self.monitors[ref] = (watcher, down_as)
+        self.send((C.MONITOR_P, watcher, wire_target, ref))
 
     # --- receiving ----------------------------------------------------------
 
@@ -341,9 +344,9 @@ class Kernel:
         self.epmd: epmd.Registration | None = None
         self.embedded_epmd: epmd.EpmdServer | None = None
         self.established = asyncio.Event()  # pulsed on each new connection
-        # Streams written to since the last `flush` (they also flush
-        # themselves a loop turn after their first write; a set, so it stays
-        # as small as the cluster when no process ever waits in `receive`).
+        # Streams written to since the last `flush` (each adds itself on the
+        # first write of a batch; they also flush themselves a loop turn
+        # later, and a set stays as small as the cluster).
         self.unflushed: set[framing.FrameStream] = set()
         self.flags = F.ADVERTISED
         # Built once: loading certificates is slow, and a bad path should
@@ -427,7 +430,11 @@ class Kernel:
         if old is not None:
             old.stream.close()
         stream = framing.FrameStream(
-            result.reader, result.writer, ticktime=self.options.ticktime, max_frame=self.options.max_frame
+            result.reader,
+            result.writer,
+            ticktime=self.options.ticktime,
+            max_frame=self.options.max_frame,
+            unflushed=self.unflushed,
         )
         conn = Connection(self, peer, result.peer_flags, result.peer_creation, stream)
         self.conns[peer] = conn
@@ -512,8 +519,7 @@ class Kernel:
                 # A peer that is not up is routine (Erlang says nothing); a
                 # refused handshake (a wrong cookie) is worth a warning.
                 refused = isinstance(exc, handshake.HandshakeError) and not isinstance(exc, handshake.Unreachable)
-                routine = not refused
-                level = logging.INFO if routine else logging.WARNING
+                level = logging.WARNING if refused else logging.INFO
                 log.log(level, "%s could not connect to %s: %s", self.node.name, peer, exc)
         finally:
             self.connecting.pop(peer, None)
@@ -628,15 +634,13 @@ class Kernel:
         down_as: Term = target
         conn = self.conns.get(peer)
         if conn is not None:
-            conn.monitors[ref] = (watcher, down_as)
-            conn.send((C.MONITOR_P, watcher, wire_target, ref))
-            return
-
-        def act(c: Connection) -> None:
-            c.monitors[ref] = (watcher, down_as)
-            c.send((C.MONITOR_P, watcher, wire_target, ref))
-
-        self._with(peer, act, lambda: self.node.signal_down(watcher, ref, down_as, NOCONNECTION))
+            conn.monitor(watcher, down_as, wire_target, ref)
+        else:
+            self._with(
+                peer,
+                lambda c: c.monitor(watcher, down_as, wire_target, ref),
+                lambda: self.node.signal_down(watcher, ref, down_as, NOCONNECTION),
+            )
 
     def demonitor(self, watcher: Pid, target: Pid | tuple[Term, Term], ref: Ref) -> None:
         peer = target.node if isinstance(target, Pid) else Atom(target[1])

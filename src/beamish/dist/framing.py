@@ -62,10 +62,15 @@ class FrameStream:
         *,
         ticktime: float = 60.0,
         max_frame: int = 64 * 1024 * 1024,
+        unflushed: set[FrameStream] | None = None,
     ) -> None:
+        """`unflushed`, if given, is a set this stream adds itself to when it
+        queues the first frame of a batch: whoever owns the set can `flush`
+        its streams earlier than the end of the loop turn."""
         self.reader = reader
         self.writer = writer
         self.max_frame = max_frame
+        self._unflushed = unflushed
         self.ticktime = ticktime
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -89,6 +94,8 @@ class FrameStream:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
+            if self._unflushed is not None:
+                self._unflushed.add(self)
 
     def flush(self) -> None:
         """Write what is queued now (else it goes at the end of this loop turn)."""
