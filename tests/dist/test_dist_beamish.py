@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from tests.interop.beamish import two_nodes
+from tests.interop.beamish_nodes import two_nodes
 from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
 
 import beamish

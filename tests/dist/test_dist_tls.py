@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.interop import beamish as beamish_pair
+from tests.interop import beamish_nodes
 from tests.interop.erlang import HOST, ErlNode, ensure_epmd, erl_node, erl_run, new_cookie, require, unique_name
 
 import beamish
@@ -101,7 +101,7 @@ def two_nodes(pki: Pki, client_tls: TlsOptions | None, client: Callable[[Atom], 
     async def server() -> None:
         await Echo.start(None, name="echo")
 
-    return beamish_pair.two_nodes(server, client, use_uvloop, {"tls": client_tls}, tls=pki.node("node"))
+    return beamish_nodes.two_nodes(server, client, use_uvloop, {"tls": client_tls}, tls=pki.node("node"))
 
 
 # uvloop has its own TLS transport: a connection swaps its protocol there too.
