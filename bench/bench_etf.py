@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable
 
 from beamish.dist import etf
-from beamish.terms import Atom, Term, _make_pid, _make_ref
+from beamish.terms import Atom, Term, _make_pid, _make_ref, alias_tag
 
 
 def gen_call_message() -> Term:
     """`{'$gen_call', {Pid, [alias | Ref]}, {get, <<"key">>, 42}}` as OTP 25+ sends it."""
     pid = _make_pid("client@127.0.0.1", 93, 0, 1700000000)
     ref = _make_ref("client@127.0.0.1", 1700000000, (178732, 1545863169, 674921026))
-    return (Atom("$gen_call"), (pid, etf.ImproperList([Atom("alias")], ref)), (Atom("get"), b"key", 42))
+    return (Atom("$gen_call"), (pid, alias_tag(ref)), (Atom("get"), b"key", 42))
 
 
 def measure(fn: Callable[[], object], seconds: float) -> float:

@@ -424,3 +424,83 @@ async def test_an_idle_server_keeps_no_monitor_bookkeeping() -> None:
     assert bookkeeping() == ({ref: beamish.self()}, None, None)
     beamish.demonitor(ref)
     assert bookkeeping() == (None, None, None)
+
+
+# --- OTP's reply clauses, late replies, calls to oneself ----------------------
+
+
+async def test_a_hand_built_from_with_a_plain_ref_gets_its_reply_at_its_pid() -> None:
+    # gen:reply's third clause: {To, Tag} with a plain ref sends {Tag, Reply}
+    # to To (what a pre-OTP-24 caller or a third-party client builds).
+    pid = await Stack.start_link(["a", "b"])
+    tag = beamish.make_ref()
+    beamish.send(pid, (beamish.Atom("$gen_call"), (beamish.self(), tag), "pop"))
+    await assert_receive((tag, "a"))
+    # Any other tag goes to the pid too, as it is.
+    beamish.send(pid, (beamish.Atom("$gen_call"), (beamish.self(), "my tag"), "pop"))
+    await assert_receive(("my tag", "b"))
+
+
+async def test_a_reply_to_an_alias_tag_goes_to_the_alias_only_while_it_is_active() -> None:
+    from beamish.terms import ImproperList, alias_tag
+
+    pid = await Stack.start_link(["a", "b", "c"])
+    ref = beamish.monitor(pid)  # a monitor's ref, not an alias: a reply to it is dropped
+    beamish.send(pid, (beamish.Atom("$gen_call"), (beamish.self(), alias_tag(ref)), "pop"))
+    await refute_receive(ANY, timeout=0.02)
+    # A deferred reply through GenServer.reply follows the same rule: the
+    # caller's tag here is [[alias | Ref] | extra], gen:reply's second clause.
+    tag = [ImproperList([beamish.Atom("alias")], ref), "extra"]
+    beamish.send(pid, (beamish.Atom("$gen_call"), (beamish.self(), tag), "peek_later"))
+    await refute_receive(ANY, timeout=0.05)
+
+
+class Later(GenServer):
+    """Answers each call after the delay it asks for, from a timer."""
+
+    def init(self, _: object) -> None:
+        return None
+
+    def handle_call(self, delay: float, from_: beamish.From, state: None) -> NoReply:
+        beamish.send_after(beamish.self(), ("answer", from_), delay)
+        return NoReply(state)
+
+    def handle_info(self, msg: Term, state: None) -> NoReply:
+        GenServer.reply(msg[1], "late or not")
+        return NoReply(state)
+
+
+async def test_a_call_that_times_out_leaves_nothing_in_the_mailbox_however_the_race_falls() -> None:
+    # Replies land before, at and after each caller's deadline. Before
+    # replies went to the caller's alias and a timed-out call took a reply
+    # that had made it in, stale (tag, value) messages stayed behind here.
+    pid = await Later.start_link(None)
+    parent = beamish.self()
+
+    async def caller(seed: int) -> None:
+        reasons = []
+        for i in range(60):
+            try:
+                await GenServer.call(pid, ((seed * 7 + i) % 5) * 0.0005, timeout=0.001)
+            except Exit as e:
+                reasons.append(e.reason)
+        assert set(reasons) <= {"timeout"}
+        beamish.send(parent, ("left", len(reasons), list(beamish.process.current().mailbox or ())))
+
+    for seed in range(40):
+        beamish.spawn(caller, seed)
+    timeouts = 0
+    for _ in range(40):
+        _, n, left = await assert_receive(("left", ANY, ANY), timeout=30)
+        assert left == []
+        timeouts += n
+    assert timeouts > 0  # the race was run
+
+
+async def test_a_call_to_oneself_exits_at_once_with_calling_self() -> None:
+    beamish.register("me", beamish.self())
+    for dest in (beamish.self(), "me"):
+        with pytest.raises(Exit) as info:
+            await GenServer.call(dest, "hi", timeout=1.0)
+        assert info.value.reason == "calling_self"
+        assert info.value.context == ("gen", "call", [dest, "hi", 1.0])

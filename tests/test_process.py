@@ -143,8 +143,19 @@ async def test_demonitor_flush_removes_down() -> None:
     pid = beamish.spawn(lambda: None)
     ref = beamish.monitor(pid)
     await asyncio.sleep(0.01)
-    assert beamish.demonitor(ref, flush=True) is False
+    # OTP's demonitor(Ref, [flush]) returns true; [flush, info] says whether
+    # the monitor was still active.
+    assert beamish.demonitor(ref, flush=True) is True
     await refute_receive(ANY, timeout=0.01)
+    pid = beamish.spawn(lambda: None)
+    ref = beamish.monitor(pid)
+    await asyncio.sleep(0.01)
+    assert beamish.demonitor(ref, flush=True, info=True) is False
+    await refute_receive(ANY, timeout=0.01)
+    live = beamish.spawn(_wait_forever)
+    ref = beamish.monitor(live)
+    assert beamish.demonitor(ref, info=True) is True
+    assert beamish.demonitor(ref) is True
 
 
 async def test_monitor_by_name() -> None:
@@ -162,6 +173,35 @@ async def test_link_to_dead_process_sends_noproc() -> None:
     await wait_for_exit(pid)
     beamish.link(pid)
     await assert_receive(("EXIT", pid, "noproc"))
+
+
+async def test_link_to_a_dead_process_without_trapping_raises_noproc_at_once() -> None:
+    # OTP 25: link/1 on a dead local pid raises noproc in a caller that does
+    # not trap exits (catchable: the caller lives on), rather than running on
+    # after an exit signal it has not noticed.
+    dead = beamish.spawn(lambda: None)
+    await wait_for_exit(dead)
+    parent = beamish.self()
+
+    async def linker(catch: bool) -> None:
+        if catch:
+            try:
+                beamish.link(dead)
+            except Exit as e:
+                beamish.send(parent, ("caught", e.reason))
+            await beamish.receive(lambda m: m == "go on")
+            beamish.send(parent, "still alive")
+        else:
+            beamish.link(dead)
+            beamish.send(parent, "ran on after link")
+
+    catcher = beamish.spawn(linker, True)
+    await assert_receive(("caught", "noproc"))
+    beamish.send(catcher, "go on")
+    await assert_receive("still alive")
+    pid, ref = beamish.spawn_monitor(linker, False)
+    await assert_receive(("DOWN", ref, "process", pid, "noproc"))
+    await refute_receive("ran on after link", timeout=0.01)
 
 
 async def test_unlink_prevents_propagation() -> None:

@@ -69,9 +69,8 @@ from typing import ClassVar, Final, Literal
 
 from . import _gen
 from ._gen import GEN_CALL, GEN_CAST, SYSTEM, ChildSpec, From, StartError
-from .node import Node
 from .process import EXIT, TIMEOUT, BadArg, Dest, Exit, Handler, Process, _current
-from .terms import Atom, Pid, Ref, Term
+from .terms import Atom, Pid, Term
 
 __all__ = [
     "Continue",
@@ -454,13 +453,7 @@ class _Loop:
                         return self.crashed(exc)
                     if type(result) is Reply and result.action is None:
                         self.state = result.state
-                        tag = from_[1]
-                        if type(tag) is Ref:  # the caller's alias: OTP 24+'s reply path
-                            proc = self.node.aliases.get(tag)
-                            if proc is not None:
-                                proc.deliver((tag, result.value))
-                                return None
-                        _reply(self.node, from_, result.value)
+                        self.node.reply(from_, result.value)
                         return None
                     if _gen.is_coroutine(result):
                         return self._await(result, from_, "handle_call")
@@ -501,7 +494,7 @@ class _Loop:
             action = result.action
         elif t is Reply and from_ is not None:
             self.state = result.state
-            _reply(self.node, from_, result.value)
+            self.node.reply(from_, result.value)
             action = result.action
         elif t is Stop:
             if result.state is not KEEP:
@@ -509,7 +502,7 @@ class _Loop:
             if result.reply is not NO_REPLY:
                 if from_ is None:
                     return self.crashed(_bad_return(self.mod, what, result))
-                _reply(self.node, from_, result.reply)
+                self.node.reply(from_, result.reply)
             return self.terminate(result.reason)
         else:
             return self.crashed(_bad_return(self.mod, what, result))
@@ -522,10 +515,10 @@ class _Loop:
             case ("terminate", reason):
                 return self.terminate(reason)
             case "get_state":
-                _reply(self.node, from_, self.state)
+                self.node.reply(from_, self.state)
             case ("replace_state", fn):
                 self.state = fn(self.state)
-                _reply(self.node, from_, self.state)
+                self.node.reply(from_, self.state)
             case _:
                 log.warning("%r: unknown system message %r", self.proc.pid, request)
         return None
@@ -570,14 +563,6 @@ class _Loop:
                 extra={"beamish_pid": proc.pid, "beamish_name": proc.name},
             )
         proc.exit(reason)
-
-
-def _reply(node: Node, from_: Term, value: Term) -> None:
-    pid, tag = from_
-    if type(tag) is Ref:
-        node.send_alias(tag, (tag, value))
-    else:
-        node.send_quietly(pid, (tag, value))
 
 
 def _bad_return(mod: object, callback: str, value: Term) -> TypeError:

@@ -53,7 +53,7 @@ from .process import (
     _current,
     _name_of,
 )
-from .terms import Atom, Pid, Ref, Term, _fresh_ref, _make_pid
+from .terms import ALIAS_ITEMS, Atom, ImproperList, Pid, Ref, Term, _fresh_ref, _make_pid, reply_alias
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -365,6 +365,28 @@ class Node:
         elif alias.node is not self.name and self.dist is not None:
             self.dist.send_alias(self._sender(), alias, msg)
 
+    def reply(self, from_: tuple[Pid, Term], value: Term) -> None:
+        """Answer a call: OTP 25's `gen:reply/2`, the one reply every behaviour
+        and the distribution services use. A tag `[alias | Alias]` (or a list
+        headed by one) sends `(tag, value)` to the alias, so a caller that has
+        given up never sees it; any other tag sends `(tag, value)` to the pid,
+        as OTP does for callers that built `{self(), Ref}` themselves (older
+        OTP, third-party clients). Never raises, as `gen:reply` catches."""
+        pid, tag = from_
+        if type(tag) is ImproperList and tag.items is ALIAS_ITEMS:
+            alias = tag.tail  # a tag `alias_tag` made: every beamish caller's
+        else:
+            alias = reply_alias(tag)
+        if alias is None:
+            self.send_quietly(pid, (tag, value))
+            return
+        # send_alias inlined for a local caller: the reply of every local call.
+        proc = self.aliases.get(alias)
+        if proc is not None:
+            proc.deliver((tag, value))
+        elif alias.node is not self.name and self.dist is not None:
+            self.dist.send_alias(self._sender(), alias, (tag, value))
+
     def _sender(self) -> Pid | None:
         try:
             return _current.get().pid
@@ -383,8 +405,12 @@ class Node:
         elif pid.node is not self.name and self.dist is not None:
             proc.add_link(pid)
             self.dist.link(proc.pid, pid)
+        elif proc.trap_exit:
+            proc.deliver((EXIT, pid, NOPROC))
         else:
-            self.signal_exit(pid, proc.pid, NOPROC, True)
+            # OTP's link/1 on a dead local pid raises noproc in the caller
+            # (catchable) rather than signalling it (checked with erl 25).
+            raise Exit(NOPROC)
 
     def unlink(self, proc: Process, pid: Pid) -> None:
         proc.remove_link(pid)

@@ -726,8 +726,11 @@ class Deadlines:
 
 
 def link(pid: Pid) -> None:
-    """Link the caller and `pid`. Linking to a dead process sends the caller
-    an exit signal with reason `noproc` (trapped: an EXIT message)."""
+    """Link the caller and `pid`. Linking to a dead local process raises
+    `Exit("noproc")` in the caller (uncaught, it ends the caller with
+    `noproc`), or, if the caller traps exits, delivers
+    `("EXIT", pid, "noproc")`: OTP's `link/1`. A remote pid that is gone
+    sends the exit signal instead, as in OTP."""
     proc = current()
     proc.node.link(proc, pid)
 
@@ -746,9 +749,15 @@ def monitor(target: Dest) -> Ref:
     return proc.node.monitor(proc, target)
 
 
-def demonitor(ref: Ref, flush: bool = False) -> bool:
+def demonitor(ref: Ref, flush: bool = False, info: bool = False) -> bool:
     """Turn off the monitor `ref`; with `flush`, also remove its DOWN message
-    if it already arrived. Returns whether the monitor was still active."""
+    if it already arrived (OTP's `demonitor(Ref, [flush])`).
+
+    Returns True, as OTP's `demonitor/1,2` does; with `info=True`, whether the
+    monitor was still active (False: it had fired, or never existed), as
+    `demonitor(Ref, [info])` does. With both, False means a DOWN had arrived
+    and was removed (or the ref was never a monitor).
+    """
     proc = current()
     active = proc.node.demonitor(proc, ref)
     if flush and proc.mailbox:
@@ -757,7 +766,7 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
             if type(msg) is tuple and len(msg) == 5 and msg[1] == ref and msg[0] == DOWN:
                 del mb[i]
                 break
-    return active
+    return active if info else True
 
 
 def exit(pid: Pid, reason: Term) -> None:  # shadows the builtin on purpose: Erlang's name

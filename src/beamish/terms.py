@@ -32,9 +32,10 @@ an atom's text matches it in patterns (there is no separate atom syntax).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias
 
-__all__ = ["Atom", "Pid", "Port", "Ref", "Term"]
+__all__ = ["Atom", "ImproperList", "Pid", "Port", "Ref", "Term"]
 
 Term: TypeAlias = Any
 """Any value a process may send or receive: the one place `Any` is allowed."""
@@ -211,6 +212,65 @@ def _fresh_ref(node: Atom, creation: int, ids: tuple[int, ...]) -> Ref:
     ref.ids = ids
     ref._hash = hash(ids) ^ creation
     return ref
+
+
+@dataclass(frozen=True, slots=True)
+class ImproperList:
+    """An improper list `[I1, ..., In | Tail]`: `items` (at least one) and a
+    `tail` that is not a list (the codec, `beamish.dist.etf`, maps it to the
+    wire). A call's reply tag `[alias | Ref]` is one (see `alias_tag`)."""
+
+    items: list[Term]
+    tail: Term
+
+    def __hash__(self) -> int:
+        return hash((ImproperList, tuple(self.items), self.tail))
+
+
+def _make_improper(items: list[Term], tail: Term) -> ImproperList:
+    """`ImproperList(items, tail)` for the hot paths (the codec, every call's
+    tag): skips the frozen dataclass __init__ (two object.__setattr__ calls),
+    half the cost."""
+    new: ImproperList = _object_new(ImproperList)
+    _set_items(new, items)
+    _set_tail(new, tail)
+    return new
+
+
+_object_new: Final = object.__new__
+_set_items: Final = vars(ImproperList)["items"].__set__
+_set_tail: Final = vars(ImproperList)["tail"].__set__
+
+ALIAS: Final = Atom("alias")
+ALIAS_ITEMS: Final[list[Term]] = [ALIAS]
+"""The `items` of every tag `alias_tag` makes (one list, never mutated), so
+a reply recognises beamish's own tags by identity."""
+
+
+def alias_tag(alias: Ref) -> ImproperList:
+    """The reply tag `[alias | Alias]` OTP 24+'s `gen:call` puts in a From:
+    a reply to it goes to the alias (`gen:reply/2`'s first clause), so once
+    the caller has given up (the alias is gone) a late reply is dropped."""
+    return _make_improper(ALIAS_ITEMS, alias)
+
+
+def reply_alias(tag: Term) -> Ref | None:
+    """The alias a reply with `tag` goes to, or None when it goes to the
+    caller's pid: OTP 25's `gen:reply/2`, whose clauses are
+    `{To, [alias|Alias]}` and `{To, [[alias|Alias]|_]}` (to the alias) and
+    `{To, Tag}` (to `To`)."""
+    if type(tag) is ImproperList:
+        items = tag.items
+        if items is ALIAS_ITEMS or items == ALIAS_ITEMS:
+            return tag.tail if type(tag.tail) is Ref else None
+        head = items[0] if items else None
+    elif type(tag) is list and tag:
+        head = tag[0]
+    else:
+        return None
+    if type(head) is ImproperList and head.items == ALIAS_ITEMS and type(head.tail) is Ref:
+        return head.tail
+    return None
 
 
 def _make_port(node: str, id: int, creation: int) -> Port:

@@ -198,6 +198,39 @@ async def test_elixir_calls_a_beamish_gen_server(erl: ErlNode) -> None:
     assert done.stdout.strip() == '"elixir"'
 
 
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_calls_with_a_hand_built_plain_ref_from_and_gets_its_reply(erl: ErlNode) -> None:
+    # gen:reply's third clause: {To, Tag} with a plain ref sends {Tag, Reply}
+    # to the pid. An Erlang process that builds the call itself (as pre-24
+    # OTP and third-party clients do) must get its reply.
+    me = await start_node(erl)
+    await KV.start_link(None, name="kv")
+    got = await erl_do(
+        erl.name,
+        f"Ref = make_ref(), {{kv, '{me}'}} ! {{'$gen_call', {{self(), Ref}}, {{put, a, 1}}}}, "
+        "receive {Ref, R} -> {got, R} after 5000 -> no_reply end.",
+    )
+    assert got == ("got", "ok")
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_a_late_reply_from_an_erlang_server_is_dropped_after_a_timeout(erl: ErlNode) -> None:
+    # beamish's From carries [alias | Ref], so OTP's gen:reply answers the
+    # alias, and once the call has timed out the reply finds no alias.
+    await start_node(erl)
+    server = await erl_do(
+        erl.name,
+        "spawn(fun() -> receive {'$gen_call', {Pid, _} = From, _} -> "
+        "timer:sleep(200), gen:reply(From, late), Pid ! replied end end).",
+    )
+    with pytest.raises(beamish.Exit) as info:
+        await GenServer.call(server, "slow", timeout=0.05)
+    assert info.value.reason == "timeout"
+    # The reply left before `replied`, on the same connection.
+    await assert_receive("replied", timeout=5)
+    assert not beamish.process.current().mailbox
+
+
 # --- links and monitors -----------------------------------------------------
 
 

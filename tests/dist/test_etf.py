@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from beamish import Atom
 from beamish.dist import etf
+from beamish.terms import ImproperList
 from beamish.dist.etf import (
     BitBinary,
     DecodeError,
@@ -27,7 +28,6 @@ from beamish.dist.etf import (
     FrozenList,
     FrozenMap,
     Fun,
-    ImproperList,
     Limits,
     StructRegistry,
 )

@@ -32,7 +32,8 @@ from tests.dist.test_etf_fuzz import CORPUS, SEEDS
 
 from beamish import Atom
 from beamish.dist import etf
-from beamish.dist.etf import DecodeError, EncodeError, FrozenList, FrozenMap, ImproperList, Limits
+from beamish.terms import ImproperList
+from beamish.dist.etf import DecodeError, EncodeError, FrozenList, FrozenMap, Limits
 from beamish.terms import Term, _make_pid, _make_ref
 
 needs_c = pytest.mark.skipif(not etf.ACCELERATED, reason="the C codec is not built (or BEAMISH_PURE_ETF=1)")

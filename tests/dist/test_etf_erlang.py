@@ -19,7 +19,8 @@ from tests.interop.erlang import erl_eval, unique_name
 
 from beamish import Atom
 from beamish.dist import etf
-from beamish.dist.etf import BitBinary, ExportFun, ImproperList
+from beamish.terms import ImproperList
+from beamish.dist.etf import BitBinary, ExportFun
 from beamish.terms import Term, _make_pid, _make_port, _make_ref
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("etf_impl")]  # both codecs (conftest.py)

@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from beamish import Atom
 from beamish.dist import etf
-from beamish.dist.etf import BitBinary, DecodeError, ExportFun, ImproperList, Limits
+from beamish.terms import ImproperList
+from beamish.dist.etf import BitBinary, DecodeError, ExportFun, Limits
 from beamish.terms import Term, _make_pid, _make_port, _make_ref
 
 # Every test runs with the C codec and with the pure-Python one (tests/dist/conftest.py).

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .. import _gen
+from .._gen import reply
 from ..node import Node
 from ..process import Exit, Process, _current
 from ..terms import Atom, Pid, Ref, Term
@@ -35,7 +36,6 @@ NOCONNECTION: Final = Atom("noconnection")
 NODEUP: Final = Atom("nodeup")
 NODEDOWN: Final = Atom("nodedown")
 EMPTY: Final = Atom("")
-ALIAS: Final = Atom("alias")
 UNDEF: Final = Atom("undef")
 _NO_PAYLOAD: Final = object()
 HELLO: Final = Atom("beamish_peer")
@@ -842,16 +842,6 @@ class _OnFail:
 
     def __call__(self, conn: Connection) -> None:
         pass
-
-
-def reply(from_: tuple[Pid, Term], value: Term) -> None:
-    """`gen:reply/2` for a From that may carry Erlang's `[alias | Ref]` tag."""
-    pid, tag = from_
-    node = _current.get().node
-    if isinstance(tag, etf.ImproperList) and tag.items == [ALIAS] and type(tag.tail) is Ref:
-        node.send_alias(tag.tail, (tag, value))
-    else:
-        _gen.reply((pid, tag), value)
 
 
 def _resolve(module: str, function: str) -> Callable[..., object] | None:

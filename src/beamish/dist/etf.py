@@ -138,7 +138,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Final, Literal
 
-from ..terms import Atom, Pid, Port, Ref, Term, _fresh_ref, _make_port, _make_ref
+from ..terms import Atom, ImproperList, Pid, Port, Ref, Term, _fresh_ref, _make_improper, _make_port, _make_ref
 
 __all__ = [
     "ACCELERATED",
@@ -149,7 +149,6 @@ __all__ = [
     "FrozenList",
     "FrozenMap",
     "Fun",
-    "ImproperList",
     "Limits",
     "StructRegistry",
     "decode",
@@ -232,18 +231,6 @@ class Limits:
 
 
 DEFAULT_LIMITS: Final = Limits()
-
-
-@dataclass(frozen=True, slots=True)
-class ImproperList:
-    """An improper list `[I1, ..., In | Tail]`: `items` (at least one) and a
-    `tail` that is not a list."""
-
-    items: list[Term]
-    tail: Term
-
-    def __hash__(self) -> int:
-        return hash((ImproperList, tuple(self.items), self.tail))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1343,21 +1330,10 @@ def _dec_list(d: _Decoder, data: bytes, pos: int, depth: int) -> tuple[Term, int
     if not items:
         return tail, pos
     if type(tail) is ImproperList:
-        return _improper(items + tail.items, tail.tail), pos
-    return _improper(items, tail), pos
+        return _make_improper(items + tail.items, tail.tail), pos
+    return _make_improper(items, tail), pos
 
 
-def _improper(items: list[Term], tail: Term) -> ImproperList:
-    # Skips the frozen dataclass __init__ (two object.__setattr__ calls): half the cost.
-    new: ImproperList = _object_new(ImproperList)
-    _set_items(new, items)
-    _set_tail(new, tail)
-    return new
-
-
-_object_new: Final = object.__new__
-_set_items: Final = vars(ImproperList)["items"].__set__
-_set_tail: Final = vars(ImproperList)["tail"].__set__
 
 
 def _dec_map(d: _Decoder, data: bytes, pos: int, depth: int) -> tuple[Term, int]:
