@@ -53,7 +53,17 @@ from .process import (
     _current,
     _name_of,
 )
-from .terms import ALIAS_ITEMS, Atom, ImproperList, Pid, Ref, Term, _fresh_ref, _make_pid, reply_alias
+from .terms import (
+    ALIAS_ITEMS,
+    Atom,
+    ImproperList,
+    Pid,
+    Ref,
+    Term,
+    _fresh_ref,
+    _make_pid,
+    reply_alias,
+)
 
 if TYPE_CHECKING:
     from types import FrameType
