@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import functools
 import hashlib
 import secrets
 import time
@@ -41,6 +39,10 @@ def crunch(rounds: int) -> str:
 
 
 class Cruncher(GenServer):
+    @classmethod
+    async def start_link(cls, arg: Term = None, **options: Term) -> Pid:
+        return await super().start_link(arg, name=WORKER)
+
     def init(self, _: Term) -> int:
         return 0
 
@@ -58,8 +60,7 @@ class CpuApp(Application):
     description = "a CPU-bound GenServer, one per node"
 
     async def start(self, start_type: Term, args: Term) -> Pid:
-        spec = dataclasses.replace(Cruncher.child_spec(), start=(functools.partial(Cruncher.start_link, name=WORKER), (None,)))
-        return await Supervisor.start_link([spec], strategy="one_for_one")
+        return await Supervisor.start_link([Cruncher], strategy="one_for_one")
 
 
 async def throughput(cluster: LocalCluster, jobs: int, rounds: int) -> float:

@@ -194,3 +194,43 @@ async def test_module_based_and_nested_supervisors() -> None:
 async def test_start_supervised_uses_a_test_supervisor() -> None:
     pid = await start_supervised(spec("sup_test"))
     assert pid == await started("sup_test")
+
+
+class Named(GenServer):
+    """Names itself in its own start_link, as Elixir servers do."""
+
+    @classmethod
+    async def start_link(cls, arg: Term = None, **options: Term) -> Pid:
+        return await super().start_link(arg, name=beamish.Registry.via("named_reg", arg))
+
+    def init(self, key: Term) -> list[Term]:
+        return []
+
+    def handle_cast(self, msg: Term, seen: list[Term]) -> NoReply:
+        return NoReply([*seen, msg])
+
+    def handle_call(self, request: Term, from_: From, seen: list[Term]) -> Reply:
+        return Reply(seen, seen)
+
+
+class Ignoring(GenServer):
+    def init(self, _: Term) -> beamish.Ignore:
+        return beamish.Ignore()
+
+
+async def test_a_module_child_starts_through_its_own_start_link_and_is_named() -> None:
+    # Elixir's default child_spec calls the module's start_link: a server
+    # that names itself there is named under a supervisor too.
+    await beamish.Registry.start_link(keys="unique", name="named_reg")
+    sup = await Supervisor.start_link([(Named, "a")], strategy="one_for_one")
+    GenServer.cast(beamish.Registry.via("named_reg", "a"), "hello")
+    assert await GenServer.call(beamish.Registry.via("named_reg", "a"), "seen") == ["hello"]
+    # ...and restarted under the same name.
+    old = beamish.Registry.whereis_name(("named_reg", "a"))
+    assert old is not None
+    beamish.exit(old, "kill")
+    await beamish.testing.eventually(lambda: beamish.Registry.whereis_name(("named_reg", "a")) not in (None, old))
+    assert await GenServer.call(beamish.Registry.via("named_reg", "a"), "seen") == []
+    # A child whose init ignores is ignored, not a failed start.
+    assert await Supervisor.start_child(sup, (Ignoring, None)) is None
+    assert [c[:2] for c in await Supervisor.which_children(sup) if c[0] is Ignoring] == [(Ignoring, None)]

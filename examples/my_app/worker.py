@@ -4,9 +4,8 @@ read from the application env."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 
-from beamish import ChildSpec, GenServer, NoReply, Reply, application, cancel_timer, send_after
+from beamish import GenServer, NoReply, Pid, Reply, application, cancel_timer, send_after
 from beamish import self as self_pid
 from beamish.process import Timer
 from beamish.terms import Term
@@ -61,9 +60,10 @@ class Worker(GenServer):
         GenServer.cast(NAME, "reconfigure")
 
     @classmethod
-    def child_spec(cls, arg: Term = None) -> ChildSpec:
-        """Started registered as `MyApp.Worker` (Elixir: `name: __MODULE__`)."""
-        return dataclasses.replace(super().child_spec(arg), start=(functools.partial(cls.start_link, name=NAME), (arg,)))
+    async def start_link(cls, arg: Term = None, **options: Term) -> Pid:
+        """Started registered as `MyApp.Worker` (Elixir: `name: __MODULE__`);
+        a supervisor starts `(Worker, arg)` through this."""
+        return await super().start_link(arg, name=NAME)
 
     # --- callbacks -------------------------------------------------------
 

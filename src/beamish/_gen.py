@@ -56,6 +56,7 @@ ACK: Final = Atom("$ack")
 NODEDOWN: Final = Atom("nodedown")
 NOCONNECTION: Final = Atom("noconnection")
 CALL: Final = Atom("call")
+IGNORE: Final = Atom("ignore")
 CALLING_SELF: Final = Atom("calling_self")
 
 
@@ -245,7 +246,7 @@ async def start(
             node.send_quietly(caller.pid, (ACK, ref, (Atom("error"), exc)))
             raise
         if handler is None:
-            node.send_quietly(caller.pid, (ACK, ref, Atom("ignore")))
+            node.send_quietly(caller.pid, (ACK, ref, IGNORE))
             raise Exit(NORMAL)
         proc.become(handler, behaviour)
         node.send_quietly(caller.pid, (ACK, ref, Atom("ok")))

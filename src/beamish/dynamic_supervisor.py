@@ -98,7 +98,7 @@ class DynamicSupervisor:
             flags_fn = functools.partial(cls().init, arg)
         pid = await _Server._start((flags_fn, name, True), link=True, name=name, timeout=timeout)
         if pid is None:
-            raise StartError(Atom("ignore"))
+            raise StartError(_gen.IGNORE)
         return pid
 
     @classmethod

@@ -60,7 +60,6 @@ of tuples, and an idle server holds no asyncio task.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -68,7 +67,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 
 from . import _gen
-from ._gen import GEN_CALL, GEN_CAST, SYSTEM, ChildSpec, From, StartError
+from ._gen import GEN_CALL, GEN_CAST, IGNORE, SYSTEM, ChildSpec, From, StartError
 from .process import EXIT, TIMEOUT, BadArg, Dest, Exit, Handler, Process, _current
 from .terms import Atom, Pid, Term
 
@@ -166,7 +165,6 @@ CallResult = Reply | NoReply | Stop
 CastResult = NoReply | Stop
 """What `handle_cast`, `handle_info` and `handle_continue` return."""
 
-IGNORE: Final = Atom("ignore")
 _CONTINUE: Final = Atom("$continue")
 
 
@@ -231,10 +229,12 @@ class GenServer:
     @classmethod
     def child_spec(cls, arg: Term = None) -> ChildSpec:
         """The spec a supervisor uses for `(cls, arg)`: id `cls`, started with
-        `start_link(arg)`, restart and shutdown from the class keywords."""
+        `cls.start_link(arg)` (the subclass's own, if it defines one: that is
+        where a server names itself, as in Elixir's default `child_spec`),
+        restart and shutdown from the class keywords."""
         return ChildSpec(
             id=cls,
-            start=(functools.partial(cls._start, link=True, name=None, timeout=None), (arg,)),
+            start=(cls.start_link, (arg,)),
             restart=cls.restart,
             shutdown=cls.shutdown,
             type="worker",

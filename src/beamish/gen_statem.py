@@ -114,7 +114,6 @@ bare initial state.
 
 from __future__ import annotations
 
-import functools
 import logging
 import types
 from collections import deque
@@ -123,7 +122,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
 
 from . import _gen
-from ._gen import GEN_CALL, GEN_CAST, SYSTEM, ChildSpec, From, StartError
+from ._gen import GEN_CALL, GEN_CAST, IGNORE, SYSTEM, ChildSpec, From, StartError
 from .gen_server import KEEP, Hibernate, Ignore
 from .process import EXIT, TIMEOUT, BadArg, Dest, Exit, Handler, Process, _current
 from .terms import Atom, Pid, Term
@@ -160,7 +159,6 @@ STATE_TIMEOUT: Final = Atom("state_timeout")
 INTERNAL: Final = Atom("internal")
 ENTER: Final = Atom("enter")
 UNDEF_STATE_FUNCTION: Final = Atom("undef_state_function")
-IGNORE: Final = Atom("ignore")
 NORMAL: Final = Atom("normal")
 
 
@@ -424,10 +422,12 @@ class GenStateMachine:
     @classmethod
     def child_spec(cls, arg: Term = None) -> ChildSpec:
         """The spec a supervisor uses for `(cls, arg)`: id `cls`, started with
-        `start_link(arg)`, restart and shutdown from the class keywords."""
+        `cls.start_link(arg)` (the subclass's own, if it defines one: that is
+        where a machine names itself, as in Elixir's default `child_spec`),
+        restart and shutdown from the class keywords."""
         return ChildSpec(
             id=cls,
-            start=(functools.partial(cls._start, link=True, name=None, timeout=None), (arg,)),
+            start=(cls.start_link, (arg,)),
             restart=cls.restart,
             shutdown=cls.shutdown,
             type="worker",

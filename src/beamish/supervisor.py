@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from . import _gen
-from ._gen import ChildSpec, From, StartError
+from ._gen import IGNORE, ChildSpec, From, StartError
 from .gen_server import GenServer, Ignore, NoReply, Reply, Stop
 from .process import DOWN, EXIT, Exit, current, demonitor, exit, monitor, process_flag, receive
 from .terms import Atom, Pid, Term
@@ -165,7 +165,7 @@ class Supervisor:
             flags_fn = functools.partial(cls().init, arg)
         pid = await _Server._start((flags_fn, name, False), link=link, name=name, timeout=timeout)
         if pid is None:
-            raise StartError(Atom("ignore"))
+            raise StartError(IGNORE)
         return pid
 
     @classmethod
@@ -302,8 +302,11 @@ async def start_one(st: _State, child: _Child) -> Pid | None:
     fn, args = child.spec.start
     try:
         pid = await fn(*child.extra, *args)
-    except StartError:
-        raise
+    except StartError as e:
+        if e.reason == IGNORE:  # start_link's way to say init returned Ignore
+            pid = None
+        else:
+            raise
     except Exit as e:
         raise StartError(e.reason) from None
     except Exception as exc:
