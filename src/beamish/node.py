@@ -482,6 +482,7 @@ class Node:
                 proc.add_monitor(ref, target)
                 self.dist.monitor(proc.pid, target, ref)
             else:
+                self.aliases.pop(ref, None)
                 proc.deliver((DOWN, ref, PROCESS, target, NOPROC))
             return ref
         if isinstance(target, str):
@@ -492,6 +493,7 @@ class Node:
                 # (name, node, pid): the DOWN names the name, the pid finds the watched.
                 proc.add_monitor(ref, (*obj, named.pid))
             else:
+                self.aliases.pop(ref, None)
                 proc.deliver((DOWN, ref, PROCESS, obj, NOPROC))
             return ref
         if type(target) is tuple and len(target) == 2 and target[0] != "via":
@@ -504,6 +506,7 @@ class Node:
                 proc.add_monitor(ref, obj)
                 self.dist.monitor(proc.pid, obj, ref)
             else:
+                self.aliases.pop(ref, None)
                 proc.deliver((DOWN, ref, PROCESS, target, Atom("noconnection")))
             return ref
         raise BadArg(f"cannot monitor {target!r}")
@@ -539,6 +542,8 @@ class Node:
             mon = proc.pop_monitor(ref)
             if mon is None:
                 return
+            # A monitor's alias goes with its DOWN ({alias, demonitor}).
+            self.aliases.pop(ref, None)
             if type(mon) is tuple:
                 obj = mon[:2]
             proc.deliver((DOWN, ref, PROCESS, obj, reason))

@@ -741,12 +741,18 @@ def unlink(pid: Pid) -> None:
     proc.node.unlink(proc, pid)
 
 
-def monitor(target: Dest) -> Ref:
+def monitor(target: Dest, *, alias: bool = False) -> Ref:
     """Monitor `target` (a pid or a name): exactly one
     `("DOWN", ref, "process", target, reason)` arrives when it ends, with
-    reason `noproc` if it was not alive."""
+    reason `noproc` if it was not alive.
+
+    With `alias=True` the ref is also an alias of the caller (`send(ref, msg)`
+    reaches it) until the monitor is removed by `demonitor` or the DOWN, as
+    OTP's `monitor(process, Target, [{alias, demonitor}])`: what is sent to it
+    afterwards is dropped, which is how a reply that comes too late is kept
+    out of the mailbox."""
     proc = current()
-    return proc.node.monitor(proc, target)
+    return proc.node.monitor(proc, target, alias=alias)
 
 
 def demonitor(ref: Ref, flush: bool = False, info: bool = False) -> bool:

@@ -19,9 +19,10 @@ the two are one piece of work, split for concurrency.
 (0, [1, 4, 9, 16], [('ok', 0), ('ok', 1), ('ok', 4)])
 
 `async_` and `await_` carry a trailing underscore because `async` and
-`await` are Python keywords. Replies are tagged with the task's monitor
-reference and the DOWN is flushed, so nothing a task sends is left behind in
-the caller's mailbox. `TaskSupervisor` starts tasks under a supervisor;
+`await` are Python keywords. A task replies to its monitor's ref, which is
+also an alias of the caller that goes with the monitor, and the DOWN is
+flushed: nothing a task sends is left behind in the caller's mailbox, even
+after `await_` timed out. `TaskSupervisor` starts tasks under a supervisor;
 `async_nolink` tasks do not take the caller down when they crash: their
 failure comes back as an `Exit` from `await_`.
 
@@ -29,27 +30,35 @@ OTP: mirrors Elixir's Task and Task.Supervisor (async, await, yield,
 shutdown, await_many, async_stream with max_concurrency/ordered/timeout,
 async_nolink); differs in that `await_` raises `Exit` on timeout or failure
 in the caller instead of exiting it (uncaught, it ends the caller with that
-reason, which is the same), leaving the task running if the caller catches it.
+reason, which is the same), leaving the task running if the caller catches it
+(its result is then dropped, as Elixir's demonitor with flush does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from ._gen import ChildSpec
+from ._gen import _NO_REPLY, ChildSpec, _flush_down, _take_reply
 from .dynamic_supervisor import DynamicSupervisor
 from .process import (
     DOWN,
+    EXIT,
+    NORMAL,
+    SHUTDOWN,
     Exit,
+    Process,
     current,
     demonitor,
     exit,
+    link,
     monitor,
+    process_flag,
     receive,
     send,
     spawn,
@@ -102,6 +111,12 @@ class Task:
         try:
             msg = await receive(_reply_or_down(task.ref), timeout)
         except TimeoutError:
+            # Elixir: demonitor with flush; the ref is an alias that goes with
+            # the monitor, so a result that comes later is dropped.
+            demonitor(task.ref, flush=True)
+            late = _take_reply(current(), task.ref)
+            if late is not _NO_REPLY:  # it made it in before the alias went
+                return late
             raise Exit(TIMEOUT, (Atom("Task"), Atom("await"), [task, timeout])) from None
         if len(msg) == 2:
             demonitor(task.ref, flush=True)
@@ -166,42 +181,84 @@ class Task:
         on_timeout: Literal["exit", "kill_task"] = "exit",
     ) -> AsyncIterator[tuple[str, Term]]:
         """Run `fn(item)` for each item, at most `max_concurrency` at a time
-        (default: the number of CPUs), yielding `("ok", result)` or, with
-        `on_timeout="kill_task"`, `("exit", "timeout")` for a task that took
-        longer than `timeout`; in input order unless `ordered=False`."""
+        (default: the number of CPUs), in input order unless `ordered=False`.
+
+        Yields `("ok", result)` per item. Each task may run for `timeout`
+        seconds from its start: past it, `on_timeout="exit"` raises
+        `Exit("timeout")` and `"kill_task"` kills it and yields
+        `("exit", "timeout")`. A task that fails takes the caller down, or,
+        when the caller traps exits, yields `("exit", reason)` and the
+        stream goes on.
+
+        As in Elixir, the tasks are linked to an intermediate process linked
+        to the caller, not to the caller itself: a caller that traps exits
+        gets no `EXIT` per item, a failure of the caller ends every task, and
+        when the stream stops early (an exception, a timeout, a `break`) the
+        tasks still running are killed and nothing they send reaches the
+        caller's mailbox.
+        """
         limit = max_concurrency or os.cpu_count() or 1
+        me = current()
+        node = me.node
+        loop = asyncio.get_running_loop()
+        helper = spawn_link(_stream_helper, me.pid)
         pending = iter(items)
-        running: list[Task] = []
+        running: dict[Ref, tuple[Task, float]] = {}  # insertion order is input order
         exhausted = False
-        while True:
-            while not exhausted and len(running) < limit:
+        try:
+            while True:
+                while not exhausted and len(running) < limit:
+                    try:
+                        item = next(pending)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    task = _start_task(fn, (item,), link_to=helper)
+                    running[task.ref] = (task, loop.time() + timeout if timeout is not None else math.inf)
+                if not running:
+                    return
+                if ordered:
+                    task, deadline = next(iter(running.values()))
+                    match = _reply_or_down(task.ref)
+                else:
+                    deadline = min(d for _, d in running.values())
+                    match = functools.partial(_is_any_reply, running)
+                wait = None if deadline == math.inf else max(0.0, deadline - loop.time())
                 try:
-                    item = next(pending)
-                except StopIteration:
-                    exhausted = True
-                    break
-                running.append(_start_task(fn, (item,), link=True))
-            if not running:
-                return
-            if ordered:
-                head = running.pop(0)
-                yield await _stream_result(head, timeout, on_timeout)
-            else:
-                refs = {t.ref: t for t in running}
-                try:
-                    msg = await receive(functools.partial(_is_any_reply, refs), timeout)
+                    msg = await receive(match, wait)
                 except TimeoutError:
-                    head = running.pop(0)
-                    yield await _stream_result(head, 0, on_timeout)
+                    if on_timeout == "exit":  # `finally` kills it with the others
+                        raise Exit(TIMEOUT, (Atom("Task"), Atom("async_stream"), [timeout])) from None
+                    late = next(t for t, d in running.values() if d == deadline)
+                    del running[late.ref]
+                    send(helper, (_KILL, late.pid))
+                    await receive(_reply_or_down(late.ref))  # its DOWN: it is gone
+                    demonitor(late.ref, flush=True)
+                    yield ("exit", TIMEOUT)
                     continue
                 ref = msg[0] if len(msg) == 2 else msg[1]
-                task = refs[ref]
-                running.remove(task)
+                del running[ref]
                 if len(msg) == 2:
                     demonitor(ref, flush=True)
                     yield ("ok", msg[1])
+                elif me.trap_exit:
+                    yield ("exit", msg[4])
                 else:
                     raise Exit(msg[4])
+        finally:
+            # Runs in the caller, or, after a `break`, in the task asyncio
+            # closes the generator from: so node calls on `me`, not the
+            # process API (which needs the current process).
+            # (A caller that died is past this: its link took the helper,
+            # and the tasks, with it.)
+            if me.alive:
+                node.unlink(me, helper)
+                node.signal_exit(me.pid, helper, _KILL, False)  # the tasks die with it
+                for ref in running:
+                    node.demonitor(me, ref)
+                    _flush_down(me, ref)
+                    _take_reply(me, ref)
+                _flush_exit(me, helper)
 
 
 # --- Task.Supervisor ------------------------------------------------------------
@@ -256,28 +313,70 @@ class TaskSupervisor:
 # --- internals ---------------------------------------------------------------------
 
 
-def _start_task(fn: Callable[..., Term], args: tuple[Term, ...], *, link: bool) -> Task:
+def _start_task(fn: Callable[..., Term], args: tuple[Term, ...], *, link: bool = False, link_to: Pid | None = None) -> Task:
     owner = current().pid
-    holder: list[Ref] = []
-    pid = (spawn_link if link else spawn)(_run, fn, args, owner, holder)
-    ref = monitor(pid)
+    holder: list[Term] = []
+    pid = (spawn_link if link else spawn)(_run, fn, args, holder)
+    # The ref is an alias the task replies to, gone with the monitor.
+    ref = monitor(pid, alias=True)
     holder.append(ref)  # the task has not run yet: it reads its tag when it does
+    holder.append(link_to)
     return Task(pid, ref, owner)
 
 
 _GO = Atom("$task_go")
+_KILL = Atom("kill")
 
 
-async def _run(fn: Callable[..., Term], args: tuple[Term, ...], owner: Pid, holder: list[Ref]) -> None:
+async def _run(fn: Callable[..., Term], args: tuple[Term, ...], holder: list[Term]) -> None:
     if not holder:
         # Started by a supervisor: wait until the owner monitors us and sends the tag,
         # so that even an instant crash reaches the owner as a DOWN, not a noproc.
         _, ref = await receive(lambda m: type(m) is tuple and len(m) == 2 and m[0] is _GO)
         holder.append(ref)
+    elif holder[1] is not None:
+        link(holder[1])  # a stream's helper (gone: noproc, and the owner sees our DOWN)
     result = fn(*args)
     if asyncio.iscoroutine(result):
         result = await result
-    send(owner, (holder[0], result))
+    send(holder[0], (holder[0], result))
+
+
+async def _stream_helper(owner: Pid) -> None:
+    """The process a stream's tasks link to (Elixir's stream monitor).
+
+    It traps exits: the owner's exit ends it, and the tasks with it; a
+    task's failure ends it too (and so the owner) unless the owner traps
+    exits, in which case the owner reads the failure from the task's DOWN.
+    `(kill, pid)` from the owner kills one task (a timeout) quietly."""
+    me = current()
+    process_flag("trap_exit", True)
+    owner_proc = me.node.local(owner)
+    while True:
+        msg = await receive(_any)
+        if type(msg) is tuple and len(msg) == 3 and msg[0] == EXIT:
+            _, frm, reason = msg
+            if frm == owner:
+                raise Exit(SHUTDOWN if reason == NORMAL else reason)
+            if reason != NORMAL and (owner_proc is None or not owner_proc.trap_exit):
+                raise Exit(reason)
+        elif type(msg) is tuple and len(msg) == 2 and msg[0] is _KILL:
+            unlink(msg[1])
+            exit(msg[1], _KILL)
+
+
+def _any(_: Term) -> bool:
+    return True
+
+
+def _flush_exit(proc: Process, pid: Pid) -> None:
+    """Remove an `EXIT` from `pid` that reached `proc` before an unlink."""
+    mb = proc.mailbox
+    if mb:
+        for i, m in enumerate(mb):
+            if type(m) is tuple and len(m) == 3 and m[0] == EXIT and m[1] == pid:
+                del mb[i]
+                break
 
 
 async def _supervised(sup: Term, fn: Callable[..., Term], args: tuple[Term, ...]) -> Task:
@@ -285,11 +384,11 @@ async def _supervised(sup: Term, fn: Callable[..., Term], args: tuple[Term, ...]
     holder: list[Ref] = []
 
     async def start() -> Pid:
-        return spawn_link(_run, fn, args, owner, holder)  # linked to the supervisor
+        return spawn_link(_run, fn, args, holder)  # linked to the supervisor
 
     pid = await DynamicSupervisor.start_child(sup, ChildSpec(id="task", start=(start, ()), restart="temporary"))
     assert pid is not None
-    ref = monitor(pid)
+    ref = monitor(pid, alias=True)
     send(pid, (_GO, ref))
     return Task(pid, ref, owner)
 
@@ -308,7 +407,7 @@ def _reply_or_down(ref: Ref) -> Callable[[Term], bool]:
     return match
 
 
-def _is_any_reply(refs: dict[Ref, Task], m: Term) -> bool:
+def _is_any_reply(refs: dict[Ref, tuple[Task, float]], m: Term) -> bool:
     if type(m) is not tuple:
         return False
     if len(m) == 2:
@@ -316,11 +415,3 @@ def _is_any_reply(refs: dict[Ref, Task], m: Term) -> bool:
     return len(m) == 5 and m[0] == DOWN and m[1] in refs
 
 
-async def _stream_result(task: Task, timeout: float | None, on_timeout: str) -> tuple[str, Term]:
-    try:
-        return ("ok", await Task.await_(task, timeout))
-    except Exit as e:
-        if e.reason == TIMEOUT and on_timeout == "kill_task":
-            await Task.shutdown(task, "brutal_kill")
-            return ("exit", TIMEOUT)
-        raise
