@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import beamish
+from beamish import Ok, Reply
 from beamish.gen_event import EventHandler, GenEvent
 from beamish.terms import Term
 
@@ -19,19 +20,19 @@ class EventLogger(EventHandler):
     def init(self, args: Term) -> list[str]:
         return []
 
-    def handle_event(self, event: Term, state: list[str]) -> list[str]:
+    def handle_event(self, event: Term, state: list[str]) -> Ok:
         match event:
             case ("log", level, message):
                 timestamp = datetime.now(UTC).isoformat()
                 print(f"[{timestamp}] {level}: {message}")
-                return [message, *state]
-        return state
+                return Ok([message, *state])
+        return Ok(state)
 
-    def handle_call(self, request: Term, state: list[str]) -> tuple[Term, list[str]]:
+    def handle_call(self, request: Term, state: list[str]) -> Reply:
         match request:
             case ("get_logs",):
-                return (list(reversed(state)), state)
-        return (None, state)
+                return Reply(list(reversed(state)), state)
+        return Reply(None, state)
 
 
 class LevelCounter(EventHandler):
@@ -40,14 +41,14 @@ class LevelCounter(EventHandler):
     def init(self, args: Term) -> dict[str, int]:
         return {}
 
-    def handle_event(self, event: Term, counts: dict[str, int]) -> dict[str, int]:
+    def handle_event(self, event: Term, counts: dict[str, int]) -> Ok:
         match event:
             case ("log", level, _):
-                return {**counts, level: counts.get(level, 0) + 1}
-        return counts
+                return Ok({**counts, level: counts.get(level, 0) + 1})
+        return Ok(counts)
 
-    def handle_call(self, request: Term, counts: dict[str, int]) -> tuple[Term, dict[str, int]]:
-        return (counts, counts)
+    def handle_call(self, request: Term, counts: dict[str, int]) -> Reply:
+        return Reply(counts, counts)
 
 
 async def start_logger() -> beamish.Pid:

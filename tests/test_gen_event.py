@@ -8,8 +8,8 @@ import logging
 import pytest
 
 import beamish
-from beamish import StartError
-from beamish.gen_event import REMOVE, EventHandler, GenEvent
+from beamish import Ok, Reply, StartError
+from beamish.gen_event import REMOVE, EventHandler, EventResult, GenEvent
 from beamish.terms import Term
 from beamish.testing import ANY, assert_receive, refute_receive, wait_for_exit
 
@@ -25,18 +25,18 @@ class Seen(EventHandler):
             raise ValueError("refused")
         return [] if arg is None else list(arg) if isinstance(arg, list) else [("swapped_in", arg)]
 
-    def handle_event(self, event: Term, seen: list[Term]) -> Term:
+    def handle_event(self, event: Term, seen: list[Term]) -> EventResult:
         if event == "boom":
             raise RuntimeError("handler bug")
         if event == "leave":
             return REMOVE
-        return [*seen, event]
+        return Ok([*seen, event])
 
-    def handle_call(self, request: Term, seen: list[Term]) -> tuple[Term, Term]:
-        return (seen, seen)
+    def handle_call(self, request: Term, seen: list[Term]) -> Reply:
+        return Reply(seen, seen)
 
-    def handle_info(self, msg: Term, seen: list[Term]) -> list[Term]:
-        return [*seen, ("info", msg)]
+    def handle_info(self, msg: Term, seen: list[Term]) -> EventResult:
+        return Ok([*seen, ("info", msg)])
 
     def terminate(self, reason: Term, seen: list[Term]) -> Term:
         return ("bye", reason, len(seen))
@@ -137,3 +137,39 @@ async def test_stop_tells_sup_adders_and_dead_manager_is_noproc() -> None:
         await GenEvent.sync_notify(mgr, "x")
     assert info.value.reason == "noproc"
     await refute_receive(ANY, timeout=0.01)
+
+
+class Forgetful(EventHandler):
+    """Forgets to return a result for one event, and returns a bare value from a call."""
+
+    def init(self, arg: Term) -> Ok:
+        return Ok([])  # init may give Ok(state) too
+
+    def handle_event(self, event: Term, seen: list[Term]) -> EventResult:
+        if event != "unknown":
+            return Ok([*seen, event])
+        return None  # type: ignore[return-value]  # the bug under test
+
+    def handle_call(self, request: Term, seen: list[Term]) -> Reply:
+        if request == "bare":
+            return seen  # type: ignore[return-value]  # the bug under test
+        return Reply(seen, seen)
+
+
+async def test_a_handler_returning_an_invalid_result_is_removed_with_a_clear_error() -> None:
+    # OTP removes a handler whose callback returns a bad value; it used to
+    # become the handler's state (None) silently.
+    mgr = await GenEvent.start_link()
+    await GenEvent.add_sup_handler(mgr, Forgetful)
+    await GenEvent.sync_notify(mgr, "known")
+    assert await GenEvent.call(mgr, Forgetful, "get") == ["known"]
+    await GenEvent.sync_notify(mgr, "unknown")
+    _, _, (tag, exc) = await assert_receive(("gen_event_EXIT", lambda h: h is Forgetful, ANY))
+    assert tag == "EXIT" and isinstance(exc, TypeError)
+    assert str(exc) == "Forgetful.handle_event returned an invalid result None; expected Ok(new_state) or REMOVE"
+    assert await GenEvent.which_handlers(mgr) == []
+    await GenEvent.add_handler(mgr, Forgetful)
+    with pytest.raises(StartError) as info:
+        await GenEvent.call(mgr, Forgetful, "bare")
+    assert "Forgetful.handle_call returned an invalid result []; expected Reply(reply, new_state)" in str(info.value.reason[1])
+    assert await GenEvent.which_handlers(mgr) == []

@@ -810,3 +810,27 @@ async def test_stop_and_reply_with_something_else_than_a_reply_is_an_error() -> 
     GenStateMachine.cast(pid, "x")
     _, _, _, _, reason = await assert_receive(("DOWN", ref, "process", pid, ANY))
     assert isinstance(reason, TypeError) and "'not a reply'" in str(reason)
+
+
+class LiteralLight(GenStateMachine, callback_mode="state_functions"):
+    """The seed's TrafficLight translated too literally: `:call` is matched
+    as a plain event type, but a call's type is ("call", from_)."""
+
+    def init(self, _: Term) -> Init:
+        return Init("red", None)
+
+    def red(self, event_type: Term, event: Term, data: Term) -> Any:
+        match (event_type, event):
+            case ("call", "next"):
+                return NextState("yellow", data)
+
+
+async def test_a_none_result_from_an_unmatched_call_says_how_to_match_a_call() -> None:
+    pid = await LiteralLight.start(None)
+    with pytest.raises(Exit) as info:
+        await GenStateMachine.call(pid, "next")
+    reason = info.value.reason
+    assert isinstance(reason, TypeError)
+    assert "LiteralLight.red returned an invalid result None" in str(reason)
+    assert "handling a call" in str(reason) and "with content 'next'" in str(reason)
+    assert 'match it as case ("call", from_)' in str(reason)

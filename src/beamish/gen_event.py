@@ -6,14 +6,15 @@ runtime; a handler that raises is removed (and reported) while the manager
 and the other handlers carry on.
 
 >>> import beamish
+>>> from beamish import Ok, Reply
 >>> from beamish.gen_event import GenEvent, EventHandler
 >>> class Collect(EventHandler):
 ...     def init(self, arg):
 ...         return []
 ...     def handle_event(self, event, seen):
-...         return [*seen, event]
+...         return Ok([*seen, event])
 ...     def handle_call(self, request, seen):
-...         return (seen, seen)
+...         return Reply(seen, seen)
 >>> async def main():
 ...     mgr = await GenEvent.start_link(name="events")
 ...     await GenEvent.add_handler("events", Collect, None)
@@ -27,9 +28,14 @@ and the other handlers carry on.
 
 A handler is a class deriving from `EventHandler`, identified by the class,
 or by `(cls, id)` to install several of one class (OTP's `{Module, Id}`).
-Its callbacks return the new state (`handle_event`, `handle_info`),
-`(reply, new_state)` (`handle_call`), or `REMOVE` to remove the handler.
-Callbacks may be `async def`.
+Its callbacks return typed results, checked as GenServer's are:
+`Ok(new_state)` (OTP's `{ok, State}`) or `REMOVE` from `handle_event` and
+`handle_info`, `Reply(reply, new_state)` (`{ok, Reply, State}`) from
+`handle_call`; `init` returns the state (or `Ok(state)`). Anything else (a
+forgotten `return` gives None) removes the handler with a `TypeError` that
+names the callback and what was expected, as OTP removes a handler that
+returns a bad value. Callbacks may be `async def`. `Ok` and `Reply` are
+GenServer's (`from beamish import Ok, Reply`).
 
 `add_sup_handler` links the handler to the process that added it: when
 the handler is removed that process receives `("gen_event_EXIT", handler,
@@ -39,8 +45,9 @@ and when that process dies, the handler is removed.
 
 OTP: mirrors gen_event (add_handler, add_sup_handler, delete_handler,
 swap_handler, notify, sync_notify, call, which_handlers, stop); differs in
-that callbacks return a state or `(reply, state)` instead of `{ok, State}`
-tuples, and `add_handler` raises `StartError` when the handler's init fails.
+that results are the typed `Ok`/`Reply` instead of `{ok, ...}` tuples, there
+is no `{swap_handler, ...}` result nor removal from `handle_call`, and
+`add_handler` raises `StartError` when the handler's init fails.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from typing import Final
 
 from . import _gen
 from ._gen import From, StartError
-from .gen_server import GenServer, NoReply, Reply
+from .gen_server import GenServer, NoReply, Ok, Reply
 from .process import EXIT, Dest, current, link, process_flag, send, unlink
 from .terms import Atom, Pid, Term
 
@@ -63,6 +70,9 @@ log = logging.getLogger("beamish.gen_event")
 
 REMOVE: Final = Atom("remove_handler")
 """Returned by a callback: remove this handler (OTP's `remove_handler`)."""
+
+EventResult = Ok | Atom
+"""What `handle_event` and `handle_info` return: `Ok(state)` or `REMOVE`."""
 
 GEN_EVENT_EXIT: Final = Atom("gen_event_EXIT")
 
@@ -74,17 +84,20 @@ class EventHandler:
         """Install: return the handler's state (OTP `init/1`)."""
         return arg
 
-    def handle_event(self, event: Term, state: Term) -> Term | Awaitable[Term]:
-        """An event was notified (OTP `handle_event/2`): the new state, or REMOVE."""
-        return state
+    def handle_event(self, event: Term, state: Term) -> EventResult | Awaitable[EventResult]:
+        """An event was notified (OTP `handle_event/2`): `Ok(new_state)`, or
+        REMOVE. Default: keep the state."""
+        return Ok(state)
 
-    def handle_call(self, request: Term, state: Term) -> tuple[Term, Term] | Awaitable[tuple[Term, Term]]:
-        """A `GenEvent.call` for this handler: `(reply, new_state)`."""
-        return (Atom("ok"), state)
+    def handle_call(self, request: Term, state: Term) -> Reply | Awaitable[Reply]:
+        """A `GenEvent.call` for this handler: `Reply(reply, new_state)`.
+        Default: reply `ok`."""
+        return Reply(Atom("ok"), state)
 
-    def handle_info(self, msg: Term, state: Term) -> Term | Awaitable[Term]:
-        """Any other message to the manager (OTP `handle_info/2`)."""
-        return state
+    def handle_info(self, msg: Term, state: Term) -> EventResult | Awaitable[EventResult]:
+        """Any other message to the manager (OTP `handle_info/2`): as
+        `handle_event`. Default: keep the state."""
+        return Ok(state)
 
     def terminate(self, reason: Term, state: Term) -> Term | Awaitable[Term]:
         """The handler is removed; the return value goes back to `delete_handler`."""
@@ -214,11 +227,14 @@ class _Manager(GenServer):
                 if h is None:
                     return Reply(("$error", LookupError(f"bad_module: {handler!r} is not installed")), hs)
                 try:
-                    reply, h.state = await _maybe(h.obj.handle_call(req, h.state))
+                    result = await _maybe(h.obj.handle_call(req, h.state))
+                    if type(result) is not Reply or result.action is not None:
+                        raise _bad_return(h, "handle_call", result, "Reply(reply, new_state)")
                 except Exception as exc:
                     await self._crashed(hs, h, exc)
                     return Reply(("$error", StartError(("EXIT", exc))), hs)
-                return Reply(reply, hs)
+                h.state = result.state
+                return Reply(result.value, hs)
             case "which_handlers":
                 return Reply([h.id for h in hs], hs)
         return Reply(("$error", ValueError(f"unknown request {request!r}")), hs)
@@ -252,6 +268,10 @@ class _Manager(GenServer):
         try:
             obj = _cls_of(handler)()
             state = await _maybe(obj.init(arg))
+            if type(state) is Ok:
+                if state.action is not None:
+                    raise _bad_return(handler, "init", state, "a state or Ok(state), without an action")
+                state = state.state
         except Exception as exc:
             return ("$error", StartError(("EXIT", exc)))
         hs.append(_Installed(handler, obj, state, owner))
@@ -263,13 +283,15 @@ class _Manager(GenServer):
         for h in list(hs):
             try:
                 new = await _maybe(getattr(h.obj, callback)(msg, h.state))
+                if new is not REMOVE and (type(new) is not Ok or new.action is not None):
+                    raise _bad_return(h, callback, new, "Ok(new_state) or REMOVE")
             except Exception as exc:
                 await self._crashed(hs, h, exc)
                 continue
-            if new is REMOVE:
-                await self._remove(hs, h, Atom("remove_handler"), "normal")
+            if type(new) is Ok:
+                h.state = new.state
             else:
-                h.state = new
+                await self._remove(hs, h, Atom("remove_handler"), "normal")
 
     async def _crashed(self, hs: list[_Installed], h: _Installed, exc: Exception) -> None:
         log.error("** gen_event handler %r crashed.\n** Was installed in %r\n** Reason == %r", h.id, current().pid, exc, exc_info=exc)
@@ -288,6 +310,12 @@ class _Manager(GenServer):
                 unlink(h.owner)
             send(h.owner, (GEN_EVENT_EXIT, h.id, Atom(why) if type(why) is str else why))
         return returned
+
+
+def _bad_return(h: _Installed | HandlerId, callback: str, value: Term, expected: str) -> TypeError:
+    handler = h.id if isinstance(h, _Installed) else h
+    name = handler.__qualname__ if isinstance(handler, type) else repr(handler)
+    return TypeError(f"{name}.{callback} returned an invalid result {value!r}; expected {expected}")
 
 
 def _find(hs: list[_Installed], handler: HandlerId) -> _Installed | None:

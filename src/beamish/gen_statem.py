@@ -797,6 +797,21 @@ class _Machine:
         name = f"{cls}.{state}" if self.functions else f"{cls}.handle_event"
         return f"{name} (state enter call)" if enter else name
 
+    def _hint(self, result: Term, state_call: bool) -> str:
+        """What a None result most likely means: no case matched the event.
+        A literal translation of Elixir's `def red(:call, :next, data)` matches
+        the event type "call", where a call's type is `("call", from_)`."""
+        if result is not None or not state_call or self.last is None:
+            return ""
+        etype, content = self.last
+        if type(etype) is tuple and len(etype) == 2 and etype[0] == "call":
+            return (
+                f' (handling a call, event type ("call", from_), with content {content!r}: did no case'
+                ' match it? A call\'s event type is the tuple ("call", from_), not "call":'
+                ' match it as case ("call", from_))'
+            )
+        return f" (handling event type {etype!r} with content {content!r}: did no case match it?)"
+
     def _collect(self, result: Term) -> Generator[Awaitable[Term], Term, _Transition]:
         """Read a result and its actions, making the enter calls they cause
         (OTP loop_state_callback_result and loop_actions_list)."""
@@ -845,7 +860,7 @@ class _Machine:
                 raise TypeError(
                     f"{self._what(tr.state, not state_call)} returned an invalid result {result!r}; "
                     "expected NextState, KeepState, KeepStateAndData, RepeatState, "
-                    "RepeatStateAndData, Stop or StopAndReply"
+                    "RepeatStateAndData, Stop or StopAndReply" + self._hint(result, state_call)
                 )
             actions = result.actions
             for action in actions if isinstance(actions, list | tuple) else (actions,):
