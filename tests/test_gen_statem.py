@@ -834,3 +834,37 @@ async def test_a_none_result_from_an_unmatched_call_says_how_to_match_a_call() -
     assert "LiteralLight.red returned an invalid result None" in str(reason)
     assert "handling a call" in str(reason) and "with content 'next'" in str(reason)
     assert 'match it as case ("call", from_)' in str(reason)
+
+
+class MixedUp(GenStateMachine, callback_mode="state_functions"):
+    """Uses GenServer's Reply and Stop, imported from beamish by mistake."""
+
+    def init(self, _: Term) -> Init:
+        return Init("on", None)
+
+    def on(self, event_type: Term, event: Term, data: Term) -> Any:
+        match event_type, event:
+            case ("call", _), "action":
+                return KeepStateAndData([beamish.Reply("value", data)])  # type: ignore[list-item]  # the mistake under test
+            case ("call", _), "result":
+                return beamish.Stop("normal", data)
+        return KeepStateAndData()
+
+
+@pytest.mark.parametrize("request_", ["action", "result"])
+async def test_genservers_reply_or_stop_in_a_machine_names_the_right_import(request_: str) -> None:
+    pid = await MixedUp.start(None)
+    with pytest.raises(Exit) as info:
+        await GenStateMachine.call(pid, request_)
+    assert "beamish.gen_statem.Reply(from_, value)" in str(info.value.reason)
+
+
+async def test_a_machines_reply_in_a_genserver_names_the_right_import() -> None:
+    class Confused(beamish.GenServer):
+        def handle_call(self, request: Term, from_: beamish.From, state: Term) -> Any:
+            return Reply(from_, "value")  # gen_statem's
+
+    pid = await Confused.start(None)
+    with pytest.raises(Exit) as info:
+        await beamish.GenServer.call(pid, "x")
+    assert "a GenServer returns beamish.Reply(value, state)" in str(info.value.reason)

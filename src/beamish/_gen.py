@@ -14,7 +14,7 @@ from __future__ import annotations
 import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, NamedTuple, Protocol, TypeAlias
+from typing import ClassVar, Final, Literal, Protocol, TypeAlias
 
 from .node import Node
 from .process import (
@@ -22,12 +22,13 @@ from .process import (
     KILLED,
     NOPROC,
     NORMAL,
-    PROCESS,
+    NOT_YET,
     SHUTDOWN,
     TIMEOUT,
     BadArg,
     Dest,
     Exit,
+    From,
     Handler,
     Process,
     _current,
@@ -35,9 +36,10 @@ from .process import (
     current,
     receive,
 )
-from .terms import ALIAS_ITEMS, Atom, ImproperList, Pid, Ref, Term, alias_tag
+from .terms import Atom, Pid, Ref, Term, alias_tag
 
 __all__ = [
+    "Behaviour",
     "ChildSpec",
     "From",
     "StartError",
@@ -60,17 +62,6 @@ IGNORE: Final = Atom("ignore")
 CALLING_SELF: Final = Atom("calling_self")
 
 
-class From(NamedTuple):
-    """Who is waiting for a call's reply: the caller's pid and the reply tag."""
-
-    pid: Pid
-    tag: Term
-
-
-_new_from: Final = tuple.__new__
-_new_tag: Final = object.__new__
-_set_items: Final = vars(ImproperList)["items"].__set__
-_set_tail: Final = vars(ImproperList)["tail"].__set__
 
 
 class StartError(Exception):
@@ -252,7 +243,7 @@ async def start(
         node.send_quietly(caller.pid, (ACK, ref, Atom("ok")))
         return None
 
-    proc._task = node.loop.create_task(proc.run_task(body, ()))
+    proc.start_task(body, ())
 
     def is_ack(m: Term) -> bool:
         return type(m) is tuple and (
@@ -331,43 +322,11 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         if server is proc:
             # gen:do_call's first clause: a call to oneself could only time out.
             raise Exit(CALLING_SELF, (Atom("gen"), CALL, [dest, request, timeout]))
-        # The hot path, a live local server: node.monitor's work, inlined.
-        ref = node.make_ref()
-        node.aliases[ref] = proc
-        tag = _new_tag(ImproperList)  # alias_tag(ref), inlined: 0.1 µs of a 3 µs call
-        _set_items(tag, ALIAS_ITEMS)
-        _set_tail(tag, ref)
-        # tuple.__new__ skips the NamedTuple's Python-level __new__ (0.13 vs 0.28 µs).
-        msg = (label, _new_from(From, (proc.pid, tag)), request)
-        if proc._budget > 0 and server.can_run_now():
-            # The server is idle and nothing is queued for it, so it would
-            # handle this call next anyway: run it now, here, and save the
-            # two trips through the event loop. The budget makes a calling
-            # loop yield now and then, as the BEAM preempts a process after
-            # its reductions.
-            proc._budget -= 1
-            server.run_now(msg)
-            if not proc.alive:  # the server's callback killed the caller
-                raise Exit(proc.exit_reason)
-            mb = proc.mailbox
-            if mb:
-                last = mb[-1]
-                if type(last) is tuple and len(last) == 2 and last[0] is tag:
-                    # A synchronous reply: no monitor was ever needed.
-                    mb.pop()
-                    del node.aliases[ref]
-                    return last[1]
-            # No reply yet (deferred, or an async callback), or the server
-            # died handling it: from here on it is an ordinary monitored call.
-            if server.alive:
-                server.add_watcher(ref, proc.pid)
-                proc.add_monitor(ref, target)
-            else:
-                proc.deliver((DOWN, ref, PROCESS, target, server.exit_reason))
-        else:
-            server.add_watcher(ref, proc.pid)
-            proc.add_monitor(ref, target)
-            server.deliver(msg)
+        # The local clause (gen:do_call's, with erts' shortcuts): Node.call_local
+        # may run the server's callback at once and return its reply.
+        ref, tag, value = node.call_local(proc, server, label, request)
+        if value is not NOT_YET:
+            return value
     else:
         ref = node.monitor(proc, target, alias=True)
         tag = alias_tag(ref)
@@ -444,6 +403,172 @@ async def stop(dest: Dest, reason: Term = NORMAL, timeout: float | None = None) 
     if got == NOPROC:
         raise Exit(NOPROC, (Atom("proc_lib"), Atom("stop"), [dest, reason, timeout]))
     raise Exit(got, (Atom("proc_lib"), Atom("stop"), [dest, reason, timeout]))
+
+
+# --- the client API every behaviour shares -------------------------------------
+
+
+class NotGiven:
+    """The default of a keyword whose None means something (shutdown=None: infinity)."""
+
+    __slots__ = ()
+
+
+NOT_GIVEN: Final = NotGiven()
+
+
+class Behaviour:
+    """The client API of every behaviour, written once (OTP's `gen.erl` holds
+    start, call and stop for gen_server, gen_statem and gen_event alike):
+    `start_link`, `start`, `child_spec`, `call`, `cast`, `reply`, `stop`,
+    `whereis`. A behaviour subclasses it and supplies only its loop
+    (`_init_loop`) and callbacks.
+
+    Class keywords set the default child spec, as `use GenServer, restart:
+    :transient` does: `class Worker(GenServer, restart="transient",
+    shutdown=10.0): ...`
+    """
+
+    restart: ClassVar[Restart] = "permanent"
+    shutdown: ClassVar[float | Literal["brutal_kill"] | None] = 5.0
+    _behaviour: ClassVar[str] = "behaviour"  # what process_info says it is
+
+    def __init_subclass__(
+        cls,
+        *,
+        restart: Restart | None = None,
+        shutdown: float | Literal["brutal_kill"] | NotGiven | None = NOT_GIVEN,
+        **kwargs: object,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if restart is not None:
+            cls.restart = restart
+        if not isinstance(shutdown, NotGiven):
+            cls.shutdown = shutdown
+
+    @classmethod
+    async def start_link(
+        cls,
+        arg: Term = None,
+        *,
+        name: Dest | None = None,
+        timeout: float | None = None,
+    ) -> Pid:
+        """Start one linked to the caller; return its pid once `init` ran.
+
+        `name` registers it (a str, a via-name or `("global", name)`);
+        raises `StartError` with `("already_started", pid)` if taken, with
+        init's reason if it stopped or crashed, or `"ignore"`.
+        """
+        pid = await cls._start(arg, link=True, name=name, timeout=timeout)
+        if pid is None:
+            raise StartError(IGNORE)
+        return pid
+
+    @classmethod
+    async def start(
+        cls,
+        arg: Term = None,
+        *,
+        name: Dest | None = None,
+        timeout: float | None = None,
+    ) -> Pid:
+        """Like `start_link`, without the link."""
+        pid = await cls._start(arg, link=False, name=name, timeout=timeout)
+        if pid is None:
+            raise StartError(IGNORE)
+        return pid
+
+    @classmethod
+    def child_spec(cls, arg: Term = None) -> ChildSpec:
+        """The spec a supervisor uses for `(cls, arg)`: id `cls`, started with
+        `cls.start_link(arg)` (the subclass's own, if it defines one: that is
+        where a server names itself, as in Elixir's default `child_spec`),
+        restart and shutdown from the class keywords."""
+        return ChildSpec(
+            id=cls,
+            start=(cls.start_link, (arg,)),
+            restart=cls.restart,
+            shutdown=cls.shutdown,
+            type="worker",
+            modules=(cls.__qualname__,),
+        )
+
+    @staticmethod
+    async def call(server: Dest, request: Term, timeout: float | None = 5.0) -> Term:
+        """Send `request` and wait up to `timeout` seconds (None: forever) for
+        the reply. Raises `Exit` with `noproc`, `calling_self`, `timeout`,
+        `("nodedown", node)` or the reason the server died with."""
+        return await call(server, request, timeout)
+
+    @staticmethod
+    def cast(server: Dest, request: Term) -> None:
+        """Send `request` without waiting; never fails, even if nobody is there."""
+        try:
+            me = _current.get()
+        except LookupError:
+            raise RuntimeError("cast outside a beamish process") from None
+        node = me.node
+        if type(server) is Pid:  # the hot path: a local pid
+            proc = node.procs.get(server.id)
+            if proc is not None and proc.pid is server:
+                proc.deliver_cast((GEN_CAST, request), me)
+                return
+        try:
+            node.send(server, (GEN_CAST, request))
+        except BadArg:
+            pass
+
+    @staticmethod
+    def reply(from_: From | tuple[Pid, Term], value: Term) -> None:
+        """Answer a call whose `from_` a callback kept (OTP's `gen:reply/2`)."""
+        reply(from_, value)
+
+    @staticmethod
+    async def stop(server: Dest, reason: Term = "normal", timeout: float | None = None) -> None:
+        """Stop it with `reason` and wait until it has terminated (its
+        `terminate` runs first)."""
+        await stop(server, Atom(reason) if type(reason) is str else reason, timeout)
+
+    @staticmethod
+    def whereis(server: Dest) -> Pid | tuple[Atom, Atom] | None:
+        """The pid (or `(name, node)`) behind `server`, or None."""
+        try:
+            return resolve(_current.get().node, server)
+        except Exception:
+            return None
+
+    # --- what a behaviour supplies ---------------------------------------------
+
+    @classmethod
+    async def _init_loop(cls, proc: Process, parent: Pid, arg: Term, name: Dest | None) -> Handler | None:
+        """Run in the new process: make the loop, run `init(arg)`, and return
+        the message handler (None: ignore; raise `Exit` to stop)."""
+        raise NotImplementedError
+
+    @classmethod
+    async def _start(
+        cls,
+        arg: Term,
+        *,
+        link: bool,
+        name: Dest | None,
+        timeout: float | None,
+    ) -> Pid | None:
+        # OTP: the parent is the starter for start_link, the process itself for start.
+        caller = _current.get().pid if link else None
+
+        async def init(proc: Process) -> Handler | None:
+            return await cls._init_loop(proc, caller if caller is not None else proc.pid, arg, name)
+
+        return await start(
+            init,
+            link=link,
+            name=name,
+            timeout=timeout,
+            behaviour=cls._behaviour,
+            initial_call=f"{cls.__module__}.{cls.__qualname__}.init",
+        )
 
 
 def is_normal_stop(reason: Term) -> bool:

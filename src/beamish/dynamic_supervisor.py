@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from . import _gen
 from ._gen import ChildSpec, StartError
 from .gen_server import Ignore
-from .supervisor import Supervisor, _call, _Server, normalize
+from .supervisor import Supervisor, SupFlags, _call, _Server, _Start, normalize
 from .terms import Atom, Pid, Term
 
 __all__ = ["DynamicSupervisor"]
@@ -48,7 +48,7 @@ class DynamicSupervisor:
     """Start one with `DynamicSupervisor.start_link(...)`, or subclass it and
     define `init(self, arg)` returning `DynamicSupervisor.flags(...)`."""
 
-    def init(self, arg: Term) -> dict[str, Term] | Ignore:
+    def init(self, arg: Term) -> SupFlags | Ignore:
         """Return `DynamicSupervisor.flags(...)` (OTP `init/1`)."""
         raise NotImplementedError(f"{type(self).__qualname__} must define init(self, arg)")
 
@@ -60,16 +60,11 @@ class DynamicSupervisor:
         max_seconds: float = 5.0,
         max_children: int | None = None,
         extra_arguments: Iterable[Term] = (),
-    ) -> dict[str, Term]:
+    ) -> SupFlags:
         """Elixir's `DynamicSupervisor.init(opts)`."""
         if strategy != "one_for_one":
             raise ValueError("a DynamicSupervisor's strategy is one_for_one")
-        return {
-            "max_restarts": max_restarts,
-            "max_seconds": max_seconds,
-            "max_children": max_children,
-            "extra_arguments": tuple(extra_arguments),
-        }
+        return SupFlags([], "one_for_one", max_restarts, max_seconds, max_children, tuple(extra_arguments))
 
     @classmethod
     async def start_link(
@@ -93,10 +88,10 @@ class DynamicSupervisor:
                 max_children=max_children,
                 extra_arguments=extra_arguments,
             )
-            flags_fn: Callable[[], dict[str, Term] | Ignore] = lambda: opts  # noqa: E731
+            flags_fn: Callable[[], SupFlags | Ignore] = lambda: opts  # noqa: E731
         else:
             flags_fn = functools.partial(cls().init, arg)
-        pid = await _Server._start((flags_fn, name, True), link=True, name=name, timeout=timeout)
+        pid = await _Server.launch(_Start(flags_fn, name, dynamic=True), link=True, timeout=timeout)
         if pid is None:
             raise StartError(_gen.IGNORE)
         return pid

@@ -64,11 +64,11 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final
 
 from . import _gen
-from ._gen import GEN_CALL, GEN_CAST, IGNORE, SYSTEM, ChildSpec, From, StartError
-from .process import EXIT, TIMEOUT, BadArg, Dest, Exit, Handler, Process, _current
+from ._gen import GEN_CALL, GEN_CAST, SYSTEM, From
+from .process import EXIT, TIMEOUT, Dest, Exit, Handler, Process
 from .terms import Atom, Pid, Term
 
 __all__ = [
@@ -113,8 +113,6 @@ class Hibernate:
 Action = Continue | Hibernate | float | None
 
 
-_HELP_AT: Final = 64
-"""Queued casts at which a sender drains an idle server's mailbox itself."""
 
 # Reply and NoReply are made once per message, so they are not frozen: a
 # frozen dataclass's __init__ costs 0.7 µs against 0.3 µs, which is a third of
@@ -168,134 +166,16 @@ CastResult = NoReply | Stop
 _CONTINUE: Final = Atom("$continue")
 
 
-class GenServer:
+class GenServer(_gen.Behaviour):
     """Base class of generic servers; subclass it and override the callbacks.
 
+    The client API (`start_link`, `start`, `child_spec`, `call`, `cast`,
+    `reply`, `stop`, `whereis`) is every behaviour's, from `_gen.Behaviour`.
     Class keywords set the default child spec, like `use GenServer, restart: :transient`:
     `class Worker(GenServer, restart="transient", shutdown=10.0): ...`
     """
 
-    restart: ClassVar[Literal["permanent", "transient", "temporary"]] = "permanent"
-    shutdown: ClassVar[float | Literal["brutal_kill"] | None] = 5.0
-
-    def __init_subclass__(
-        cls,
-        *,
-        restart: Literal["permanent", "transient", "temporary"] | None = None,
-        shutdown: float | Literal["brutal_kill"] | _Keep | None = KEEP,
-        **kwargs: object,
-    ) -> None:
-        super().__init_subclass__(**kwargs)
-        if restart is not None:
-            cls.restart = restart
-        if not isinstance(shutdown, _Keep):
-            cls.shutdown = shutdown
-
-    # --- client API -------------------------------------------------------
-
-    @classmethod
-    async def start_link(
-        cls,
-        arg: Term = None,
-        *,
-        name: Dest | None = None,
-        timeout: float | None = None,
-    ) -> Pid:
-        """Start a server linked to the caller; return its pid once `init` ran.
-
-        `name` registers it (a str, a via-name or `("global", name)`);
-        raises `StartError` with `("already_started", pid)` if taken, with
-        init's reason if it stopped or crashed, or `"ignore"`.
-        """
-        pid = await cls._start(arg, link=True, name=name, timeout=timeout)
-        if pid is None:
-            raise StartError(IGNORE)
-        return pid
-
-    @classmethod
-    async def start(
-        cls,
-        arg: Term = None,
-        *,
-        name: Dest | None = None,
-        timeout: float | None = None,
-    ) -> Pid:
-        """Like `start_link`, without the link."""
-        pid = await cls._start(arg, link=False, name=name, timeout=timeout)
-        if pid is None:
-            raise StartError(IGNORE)
-        return pid
-
-    @classmethod
-    def child_spec(cls, arg: Term = None) -> ChildSpec:
-        """The spec a supervisor uses for `(cls, arg)`: id `cls`, started with
-        `cls.start_link(arg)` (the subclass's own, if it defines one: that is
-        where a server names itself, as in Elixir's default `child_spec`),
-        restart and shutdown from the class keywords."""
-        return ChildSpec(
-            id=cls,
-            start=(cls.start_link, (arg,)),
-            restart=cls.restart,
-            shutdown=cls.shutdown,
-            type="worker",
-            modules=(cls.__qualname__,),
-        )
-
-    @staticmethod
-    async def call(server: Dest, request: Term, timeout: float | None = 5.0) -> Term:
-        """Send `request` and wait up to `timeout` seconds for the reply."""
-        return await _gen.call(server, request, timeout)
-
-    @staticmethod
-    def cast(server: Dest, request: Term) -> None:
-        """Send `request` without waiting; never fails, even if nobody is there."""
-        try:
-            me = _current.get()
-        except LookupError:
-            raise RuntimeError("GenServer.cast outside a beamish process") from None
-        node = me.node
-        if type(server) is Pid:  # the hot path: a local pid
-            proc = node.procs.get(server.id)
-            if proc is not None and proc.pid is server:
-                mb = proc.mailbox
-                if mb is not None and proc._waiter is None:
-                    # Messages are already queued, so the drain is already
-                    # scheduled or running: just queue (Process.deliver's
-                    # rule, without the call).
-                    mb.append((GEN_CAST, request))
-                    if len(mb) >= _HELP_AT and node.dispatching is None and proc._handler is not None and not proc._busy:
-                        # A sender outpacing the server (it has not let the
-                        # loop run since) drains the server's queue itself:
-                        # the same order, sooner, and a mailbox that stays
-                        # short instead of growing by a message per cast.
-                        proc._drain()
-                        if not me.alive:  # the server's callback killed the sender
-                            raise Exit(me.exit_reason)
-                else:
-                    proc.deliver((GEN_CAST, request))
-                return
-        try:
-            node.send(server, (GEN_CAST, request))
-        except BadArg:
-            pass
-
-    @staticmethod
-    def reply(from_: From | tuple[Pid, Term], value: Term) -> None:
-        """Reply to a call whose `from_` was kept by a `NoReply`."""
-        _gen.reply(from_, value)
-
-    @staticmethod
-    async def stop(server: Dest, reason: Term = "normal", timeout: float | None = None) -> None:
-        """Stop the server with `reason` and wait until it has terminated."""
-        await _gen.stop(server, Atom(reason) if type(reason) is str else reason, timeout)
-
-    @staticmethod
-    def whereis(server: Dest) -> Pid | tuple[Atom, Atom] | None:
-        """The pid (or `(name, node)`) behind `server`, or None."""
-        try:
-            return _gen.resolve(_current.get().node, server)
-        except Exception:
-            return None
+    _behaviour: ClassVar[str] = "GenServer"
 
     # --- callbacks ------------------------------------------------------------
 
@@ -335,31 +215,10 @@ class GenServer:
     # --- internals ------------------------------------------------------------
 
     @classmethod
-    async def _start(
-        cls,
-        arg: Term,
-        *,
-        link: bool,
-        name: Dest | None,
-        timeout: float | None,
-    ) -> Pid | None:
-        # OTP: the parent is the starter for start_link, the process itself for start.
-        caller = _current.get().pid if link else None
-
-        async def init_linked(proc: Process) -> Handler | None:
-            server = cls()
-            loop = _Loop(proc, server, name)
-            loop.parent = caller if caller is not None else proc.pid
-            return await loop.init(arg)
-
-        return await _gen.start(
-            init_linked,
-            link=link,
-            name=name,
-            timeout=timeout,
-            behaviour="GenServer",
-            initial_call=f"{cls.__module__}.{cls.__qualname__}.init",
-        )
+    async def _init_loop(cls, proc: Process, parent: Pid, arg: Term, name: Dest | None) -> Handler | None:
+        loop = _Loop(proc, cls(), name)
+        loop.parent = parent
+        return await loop.init(arg)
 
 
 class _Loop:
@@ -566,7 +425,14 @@ class _Loop:
 
 
 def _bad_return(mod: object, callback: str, value: Term) -> TypeError:
+    hint = ""
+    if type(value).__module__ == "beamish.gen_statem":
+        # Two behaviours, two `Reply`s and `Stop`s: name the right import.
+        hint = (
+            f" ({type(value).__name__} from beamish.gen_statem is a GenStateMachine result;"
+            " a GenServer returns beamish.Reply(value, state), beamish.NoReply or beamish.Stop)"
+        )
     return TypeError(
         f"{type(mod).__qualname__}.{callback} returned an invalid result {value!r}; "
-        "expected Reply, NoReply or Stop (init: a state, Ok, Ignore or Stop)"
+        "expected Reply, NoReply or Stop (init: a state, Ok, Ignore or Stop)" + hint
     )

@@ -122,9 +122,9 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
 
 from . import _gen
-from ._gen import GEN_CALL, GEN_CAST, IGNORE, SYSTEM, ChildSpec, From, StartError
+from ._gen import GEN_CALL, GEN_CAST, SYSTEM, From
 from .gen_server import KEEP, Hibernate, Ignore
-from .process import EXIT, TIMEOUT, BadArg, Dest, Exit, Handler, Process, _current
+from .process import EXIT, TIMEOUT, Dest, Exit, Handler, Process
 from .terms import Atom, Pid, Term
 
 __all__ = [
@@ -161,12 +161,6 @@ ENTER: Final = Atom("enter")
 UNDEF_STATE_FUNCTION: Final = Atom("undef_state_function")
 NORMAL: Final = Atom("normal")
 
-
-class _Unset:
-    __slots__ = ()
-
-
-_UNSET: Final = _Unset()
 
 CallbackMode: TypeAlias = Literal["state_functions", "handle_event_function"]
 TimeoutTime: TypeAlias = "float | Literal['cancel', 'update'] | None"
@@ -339,7 +333,7 @@ Result: TypeAlias = "NextState | KeepState | KeepStateAndData | RepeatState | Re
 """What a state callback returns (or an async one resolves to)."""
 
 
-class GenStateMachine:
+class GenStateMachine(_gen.Behaviour):
     """Base class of state machines; subclass it, pick a callback mode and
     write the state callbacks.
 
@@ -356,112 +350,32 @@ class GenStateMachine:
 
     callback_mode: ClassVar[CallbackMode] = "handle_event_function"
     state_enter: ClassVar[bool] = False
-    restart: ClassVar[Literal["permanent", "transient", "temporary"]] = "permanent"
-    shutdown: ClassVar[float | Literal["brutal_kill"] | None] = 5.0
+    _behaviour: ClassVar[str] = "GenStateMachine"
 
     def __init_subclass__(
         cls,
         *,
         callback_mode: CallbackMode | None = None,
         state_enter: bool | None = None,
-        restart: Literal["permanent", "transient", "temporary"] | None = None,
-        shutdown: float | Literal["brutal_kill"] | _Unset | None = _UNSET,
+        restart: _gen.Restart | None = None,
+        shutdown: float | Literal["brutal_kill"] | _gen.NotGiven | None = _gen.NOT_GIVEN,
         **kwargs: object,
     ) -> None:
-        super().__init_subclass__(**kwargs)
+        super().__init_subclass__(restart=restart, shutdown=shutdown, **kwargs)
         if callback_mode is not None:
             cls.callback_mode = callback_mode
         if state_enter is not None:
             cls.state_enter = state_enter
-        if restart is not None:
-            cls.restart = restart
-        if not isinstance(shutdown, _Unset):
-            cls.shutdown = shutdown
         if cls.callback_mode not in ("state_functions", "handle_event_function"):
             raise ValueError(
                 f"{cls.__qualname__}: invalid callback_mode {cls.callback_mode!r}; "
                 "'state_functions' or 'handle_event_function'"
             )
 
-    # --- client API -------------------------------------------------------
-
-    @classmethod
-    async def start_link(
-        cls,
-        arg: Term = None,
-        *,
-        name: Dest | None = None,
-        timeout: float | None = None,
-    ) -> Pid:
-        """Start a machine linked to the caller; return its pid once `init` ran.
-
-        `name` registers it (a str, a via-name or `("global", name)`); raises
-        `StartError` with `("already_started", pid)` if taken, with init's
-        reason if it stopped or crashed, or `"ignore"`. The initial state
-        enter call and `init`'s actions run after this returns, as in OTP.
-        """
-        pid = await cls._start(arg, link=True, name=name, timeout=timeout)
-        if pid is None:
-            raise StartError(IGNORE)
-        return pid
-
-    @classmethod
-    async def start(
-        cls,
-        arg: Term = None,
-        *,
-        name: Dest | None = None,
-        timeout: float | None = None,
-    ) -> Pid:
-        """Like `start_link`, without the link."""
-        pid = await cls._start(arg, link=False, name=name, timeout=timeout)
-        if pid is None:
-            raise StartError(IGNORE)
-        return pid
-
-    @classmethod
-    def child_spec(cls, arg: Term = None) -> ChildSpec:
-        """The spec a supervisor uses for `(cls, arg)`: id `cls`, started with
-        `cls.start_link(arg)` (the subclass's own, if it defines one: that is
-        where a machine names itself, as in Elixir's default `child_spec`),
-        restart and shutdown from the class keywords."""
-        return ChildSpec(
-            id=cls,
-            start=(cls.start_link, (arg,)),
-            restart=cls.restart,
-            shutdown=cls.shutdown,
-            type="worker",
-            modules=(cls.__qualname__,),
-        )
-
-    @staticmethod
-    async def call(server: Dest, request: Term, timeout: float | None = 5.0) -> Term:
-        """Send `request` as a `("call", from_)` event and wait up to `timeout`
-        seconds (None: forever) for the reply. Raises `Exit` with `noproc`,
-        `timeout` or the reason the machine died with."""
-        return await _gen.call(server, request, timeout)
-
-    @staticmethod
-    def cast(server: Dest, request: Term) -> None:
-        """Send `request` as a `"cast"` event; never waits, never fails."""
-        try:
-            node = _current.get().node
-        except LookupError:
-            raise RuntimeError("GenStateMachine.cast outside a beamish process") from None
-        try:
-            node.send(server, (GEN_CAST, request))
-        except BadArg:
-            pass
-
-    @staticmethod
-    def reply(from_: From | tuple[Pid, Term], value: Term) -> None:
-        """Answer a call later, from any process (OTP `gen_statem:reply/2`)."""
-        _gen.reply(from_, value)
-
-    @staticmethod
-    async def stop(server: Dest, reason: Term = "normal", timeout: float | None = None) -> None:
-        """Stop the machine with `reason` and wait until it has terminated."""
-        await _gen.stop(server, Atom(reason) if type(reason) is str else reason, timeout)
+    # The client API (start_link, start, child_spec, call, cast, reply, stop,
+    # whereis) is _gen.Behaviour's. A call arrives as a ("call", from_) event
+    # and a cast as a "cast" event; the initial state enter call and init's
+    # actions run after start_link returns, as in OTP.
 
     # --- callbacks ------------------------------------------------------------
 
@@ -512,30 +426,21 @@ class GenStateMachine:
     # --- internals ------------------------------------------------------------
 
     @classmethod
-    async def _start(
-        cls,
-        arg: Term,
-        *,
-        link: bool,
-        name: Dest | None,
-        timeout: float | None,
-    ) -> Pid | None:
-        # OTP: the parent is the starter for start_link, the process itself for start.
-        caller = _current.get().pid if link else None
+    async def _init_loop(cls, proc: Process, parent: Pid, arg: Term, name: Dest | None) -> Handler | None:
+        machine = _Machine(proc, cls())
+        machine.parent = parent
+        return await machine.init(arg)
 
-        async def init_machine(proc: Process) -> Handler | None:
-            machine = _Machine(proc, cls())
-            machine.parent = caller if caller is not None else proc.pid
-            return await machine.init(arg)
 
-        return await _gen.start(
-            init_machine,
-            link=link,
-            name=name,
-            timeout=timeout,
-            behaviour="GenStateMachine",
-            initial_call=f"{cls.__module__}.{cls.__qualname__}.init",
-        )
+def _wrong_import(value: Term) -> str:
+    """Two behaviours, two `Reply`s and `Stop`s: when GenServer's reached a
+    GenStateMachine, name the right import."""
+    if type(value).__module__ != "beamish.gen_server":
+        return ""
+    return (
+        f" ({type(value).__name__} from beamish is GenServer's; a GenStateMachine uses"
+        " beamish.gen_statem.Reply(from_, value) as an action and beamish.gen_statem.Stop(reason, data))"
+    )
 
 
 # A state_functions state may not be named like anything the base class has.
@@ -860,7 +765,7 @@ class _Machine:
                 raise TypeError(
                     f"{self._what(tr.state, not state_call)} returned an invalid result {result!r}; "
                     "expected NextState, KeepState, KeepStateAndData, RepeatState, "
-                    "RepeatStateAndData, Stop or StopAndReply" + self._hint(result, state_call)
+                    "RepeatStateAndData, Stop or StopAndReply" + self._hint(result, state_call) + _wrong_import(result)
                 )
             actions = result.actions
             for action in actions if isinstance(actions, list | tuple) else (actions,):
@@ -897,6 +802,7 @@ class _Machine:
         else:
             raise TypeError(
                 f"{self._what(tr.state, not state_call)} returned an invalid action {action!r} in {result!r}"
+                + _wrong_import(action)
             )
 
     def _commit(self, event: tuple[Term, Term] | None, tr: _Transition) -> None:

@@ -44,10 +44,12 @@ from .process import (
     KILLED,
     NOPROC,
     NORMAL,
+    NOT_YET,
     PROCESS,
     BadArg,
     Deadlines,
     Exit,
+    From,
     Process,
     ProcessInfo,
     _current,
@@ -61,6 +63,7 @@ from .terms import (
     Ref,
     Term,
     _fresh_ref,
+    _make_improper,
     _make_pid,
     reply_alias,
 )
@@ -75,6 +78,7 @@ T = TypeVar("T")
 log = logging.getLogger("beamish")
 
 _LOCAL: Final = Atom("nonode@nohost")
+_new_from: Final = tuple.__new__
 
 
 class Distribution(Protocol):
@@ -270,7 +274,7 @@ class Node:
         if link_to is not None:
             proc.add_link(link_to.pid)
             link_to.add_link(proc.pid)
-        proc._task = self.loop.create_task(proc.run_task(fn, args))
+        proc.start_task(fn, args)
         return proc.pid
 
     def local(self, pid: Pid) -> Process | None:
@@ -374,6 +378,31 @@ class Node:
             proc.deliver(msg)
         elif alias.node is not self.name and self.dist is not None:
             self.dist.send_alias(self._sender(), alias, msg)
+
+    def call_local(self, caller: Process, server: Process, label: Atom, request: Term) -> tuple[Ref, Term, Term]:
+        """Start the call `request` from `caller` to the live local `server`:
+        `(ref, tag, value)`, where `ref` is the monitor and alias the caller
+        waits on, `tag` the From's tag, and `value` the reply if the server
+        gave it at once (`Process.call_now`), else `NOT_YET`.
+
+        `monitor(server, alias=True)`'s work, except that a call answered at
+        once never needs the monitor, so it is set up only when the reply is
+        not there yet. (gen:do_call's local clause; the shortcut is erts'.)"""
+        ref = self.make_ref()
+        self.aliases[ref] = caller
+        tag = _make_improper(ALIAS_ITEMS, ref)  # alias_tag(ref), one call less
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (0.13 vs 0.28 µs).
+        value = caller.call_now(server, (label, _new_from(From, (caller.pid, tag)), request), tag)
+        if value is not NOT_YET:
+            del self.aliases[ref]
+            return ref, tag, value
+        if server.alive:
+            server.add_watcher(ref, caller.pid)
+            caller.add_monitor(ref, server.pid)
+        else:  # it died handling the call
+            del self.aliases[ref]
+            caller.deliver((DOWN, ref, PROCESS, server.pid, server.exit_reason))
+        return ref, tag, NOT_YET
 
     def reply(self, from_: tuple[Pid, Term], value: Term) -> None:
         """Answer a call: OTP 25's `gen:reply/2`, the one reply every behaviour
@@ -663,7 +692,7 @@ class _Watchdog:
         while not self._stop.wait(self.threshold / 4):
             lag = time.monotonic() - self.beat - self.threshold / 2
             if lag > self.threshold and not self.reported:
-                frame = sys._current_frames().get(self.loop_thread)
+                frame = sys._current_frames().get(self.loop_thread)  # noqa: SLF001 (the one way to another thread's frame)
                 where = describe_blocker(frame)
                 self.reported = lag
                 self.reported_where = where

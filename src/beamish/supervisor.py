@@ -55,6 +55,13 @@ has one; `Counter` alone means `Counter.child_spec(None)`), a pair
 `Ignore()`. `RoomSupervisor.child_spec(arg)` makes it a child of another
 supervisor (type `supervisor`, shutdown infinity).
 
+## Restart intensity
+
+More than `max_restarts` restarts within `max_seconds` and the supervisor
+gives up: it stops its children and exits with `shutdown`, for its own
+supervisor to deal with. The defaults are Elixir's, 3 restarts in 5 seconds;
+OTP's `supervisor` defaults to 1 in 5 (`intensity`/`period`).
+
 OTP: mirrors supervisor (strategies, intensity, ordered start and shutdown,
 start_child / terminate_child / restart_child / delete_child /
 which_children / count_children) and Elixir's Supervisor API; differs in
@@ -68,7 +75,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from . import _gen
 from ._gen import IGNORE, ChildSpec, From, StartError
@@ -93,6 +100,10 @@ class SupFlags:
     strategy: Strategy = "one_for_one"
     max_restarts: int = 3
     max_seconds: float = 5.0
+    max_children: int | None = None
+    """A DynamicSupervisor's limit (None: no limit)."""
+    extra_arguments: tuple[Term, ...] = ()
+    """What a DynamicSupervisor prepends to each child's start arguments."""
 
     def __post_init__(self) -> None:
         if self.strategy not in ("one_for_one", "one_for_all", "rest_for_one"):
@@ -163,7 +174,7 @@ class Supervisor:
             flags_fn: Callable[[], SupFlags | Ignore] = lambda: SupFlags(arg, strategy, max_restarts, max_seconds)  # noqa: E731
         else:
             flags_fn = functools.partial(cls().init, arg)
-        pid = await _Server._start((flags_fn, name, False), link=link, name=name, timeout=timeout)
+        pid = await _Server.launch(_Start(flags_fn, name, dynamic=False), link=link, timeout=timeout)
         if pid is None:
             raise StartError(IGNORE)
         return pid
@@ -353,21 +364,36 @@ def _is_abnormal(reason: Term) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """What a supervisor process starts from: its flags (from the user's
+    `init`, run inside the new process), its name, and its kind."""
+
+    flags: Callable[[], SupFlags | Ignore]
+    name: Term
+    dynamic: bool
+
+
 class _Server(GenServer):
     """The supervisor process (a GenServer with OTP's supervisor logic)."""
 
-    async def init(self, arg: Term) -> Any:
-        flags_fn, name, dynamic = arg
+    @classmethod
+    async def launch(cls, start: _Start, *, link: bool, timeout: float | None) -> Pid | None:
+        """Start a supervisor process (Supervisor's and DynamicSupervisor's start_link)."""
+        return await cls._start(start, link=link, name=start.name, timeout=timeout)
+
+    async def init(self, arg: _Start) -> _State | Ignore | Stop:
         process_flag("trap_exit", True)
-        flags = flags_fn()
+        flags: object = arg.flags()  # what a user's init returned: checked below
         if isinstance(flags, Ignore):
             return flags
-        if dynamic:
-            st = _State(name, "one_for_one", flags["max_restarts"], flags["max_seconds"], True, flags["max_children"], tuple(flags["extra_arguments"]))
+        if not isinstance(flags, SupFlags):
+            what = "DynamicSupervisor" if arg.dynamic else "Supervisor"
+            raise TypeError(f"init must return {what}.flags(...) or Ignore(), not {flags!r}")
+        if arg.dynamic:
+            st = _State(arg.name, "one_for_one", flags.max_restarts, flags.max_seconds, True, flags.max_children, flags.extra_arguments)
         else:
-            if not isinstance(flags, SupFlags):
-                raise TypeError(f"init must return Supervisor.flags(...) or Ignore(), not {flags!r}")
-            st = _State(name, flags.strategy, flags.max_restarts, flags.max_seconds)
+            st = _State(arg.name, flags.strategy, flags.max_restarts, flags.max_seconds)
             seen = set()
             for spec in map(normalize, flags.children):
                 if spec.id in seen:

@@ -210,7 +210,7 @@ def _fresh_ref(node: Atom, creation: int, ids: tuple[int, ...]) -> Ref:
     ref.node = node
     ref.creation = creation
     ref.ids = ids
-    ref._hash = hash(ids) ^ creation
+    ref._hash = hash(ids) ^ creation  # noqa: SLF001 (Ref.__init__'s own field, set here to skip it)
     return ref
 
 

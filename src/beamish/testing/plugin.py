@@ -61,7 +61,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     if not inspect.iscoroutinefunction(fn):
         return None
-    argnames = pyfuncitem._fixtureinfo.argnames
+    argnames = pyfuncitem._fixtureinfo.argnames  # noqa: SLF001 (pytest has no public way to a test's fixture names)
     kwargs = {name: pyfuncitem.funcargs[name] for name in argnames}
     run_test(functools.partial(fn, **kwargs), **options)
     return True
