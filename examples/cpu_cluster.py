@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import beamish
-from beamish import Application, GenServer, Reply, Supervisor, dist
-from beamish.dist.local_cluster import LocalCluster
-from beamish.terms import Pid, Term
+from beamish import Application, GenServer, Pid, Reply, Supervisor, Term, dist
+from beamish.dist import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = "cruncher"

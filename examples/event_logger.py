@@ -9,9 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import beamish
-from beamish import Ok, Reply
-from beamish.gen_event import EventHandler, GenEvent
-from beamish.terms import Term
+from beamish import GenEvent, Ok, Reply, Term
+from beamish.gen_event import EventHandler
 
 
 class EventLogger(EventHandler):

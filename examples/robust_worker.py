@@ -14,9 +14,7 @@ from __future__ import annotations
 import logging
 
 import beamish
-from beamish import From, GenServer, Reply
-from beamish.supervisor import Supervisor
-from beamish.terms import Term
+from beamish import From, GenServer, Reply, Supervisor, Term
 
 log = logging.getLogger("robust_worker")
 

@@ -23,11 +23,18 @@ import sys
 import time
 
 import beamish
-from beamish import From, GenServer, NoReply, Reply, Stop
-from beamish.dynamic_supervisor import DynamicSupervisor
-from beamish.registry import Registry
-from beamish.supervisor import Supervisor
-from beamish.terms import Pid, Term
+from beamish import (
+    DynamicSupervisor,
+    From,
+    GenServer,
+    NoReply,
+    Pid,
+    Registry,
+    Reply,
+    Stop,
+    Supervisor,
+    Term,
+)
 
 WORKERS = "Showcase.Workers"
 

@@ -37,15 +37,14 @@ from __future__ import annotations
 import asyncio
 
 import beamish
+from beamish import GenStateMachine, Pid, Term
 from beamish.gen_statem import (
-    GenStateMachine,
     KeepStateAndData,
     NextState,
     Reply,
     Result,
     StateTimeout,
 )
-from beamish.terms import Pid, Term
 
 SPEEDUP = 50
 

@@ -10,15 +10,13 @@ from typing import Any
 import pytest
 
 import beamish
-from beamish import Exit, Pid, StartError
+from beamish import Exit, Hibernate, Ignore, Pid, StartError
 from beamish._gen import SYSTEM
 from beamish._gen import call as gen_call
 from beamish.gen_statem import (
     EventTimeout,
     GenericTimeout,
     GenStateMachine,
-    Hibernate,
-    Ignore,
     Init,
     KeepState,
     KeepStateAndData,

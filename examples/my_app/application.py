@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from beamish import Application, Supervisor, application
-from beamish.terms import Pid, Term
+from beamish import Application, Pid, Supervisor, Term, application
 
 from .worker import Worker
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from beamish import GenServer, NoReply, Pid, Reply, application, cancel_timer, send_after
+from beamish import (
+    GenServer,
+    NoReply,
+    Pid,
+    Reply,
+    Term,
+    Timer,
+    application,
+    cancel_timer,
+    send_after,
+)
 from beamish import self as self_pid
-from beamish.process import Timer
-from beamish.terms import Term
 
 NAME = "MyApp.Worker"
 

@@ -5,7 +5,7 @@ GenServer is more ceremony than needed: an Agent takes functions and runs
 them on its state, one at a time, so updates never race.
 
 >>> import beamish
->>> from beamish.agent import Agent
+>>> from beamish import Agent
 >>> async def main():
 ...     counter = await Agent.start_link(lambda: 0)
 ...     await Agent.update(counter, lambda n: n + 1)
@@ -35,7 +35,8 @@ from .gen_server import GenServer, NoReply, Reply
 from .process import Dest
 from .terms import Pid, Term
 
-__all__ = ["Agent"]
+# Public as `beamish.Agent` (one path per name).
+__all__: list[str] = []
 
 Fn = Callable[..., Term]
 

@@ -96,26 +96,8 @@ from .process import (
 )
 from .terms import Pid, Ref, Term
 
-__all__ = [
-    "Application",
-    "ApplicationError",
-    "RestartType",
-    "StartType",
-    "delete_env",
-    "ensure_all_started",
-    "fetch_env",
-    "get_all_env",
-    "get_env",
-    "load",
-    "load_config",
-    "loaded_applications",
-    "put_env",
-    "reload_config",
-    "start",
-    "stop",
-    "stop_all",
-    "which_applications",
-]
+# What `beamish` exports is public there only (one path per name); this lists the rest.
+__all__ = ["RestartType", "StartType", "delete_env", "ensure_all_started", "fetch_env", "get_all_env", "get_env", "load", "load_config", "loaded_applications", "put_env", "reload_config", "start", "stop", "stop_all", "which_applications"]
 
 log = logging.getLogger("beamish.application")
 

@@ -4,7 +4,7 @@ session per connection).
 
 >>> import beamish
 >>> from beamish import GenServer
->>> from beamish.dynamic_supervisor import DynamicSupervisor
+>>> from beamish import DynamicSupervisor
 >>> class Room(GenServer):
 ...     def init(self, name):
 ...         return name
@@ -41,7 +41,8 @@ from .gen_server import Ignore
 from .supervisor import Supervisor, SupFlags, _call, _Server, _Start, normalize
 from .terms import Atom, Pid, Term
 
-__all__ = ["DynamicSupervisor"]
+# Public as `beamish.DynamicSupervisor` (one path per name).
+__all__: list[str] = []
 
 
 class DynamicSupervisor:

@@ -7,7 +7,8 @@ and the other handlers carry on.
 
 >>> import beamish
 >>> from beamish import Ok, Reply
->>> from beamish.gen_event import GenEvent, EventHandler
+>>> from beamish import GenEvent
+>>> from beamish.gen_event import EventHandler
 >>> class Collect(EventHandler):
 ...     def init(self, arg):
 ...         return []
@@ -64,7 +65,8 @@ from .gen_server import GenServer, NoReply, Ok, Reply
 from .process import EXIT, Dest, current, link, process_flag, send, unlink
 from .terms import Atom, Pid, Term
 
-__all__ = ["REMOVE", "EventHandler", "GenEvent"]
+# GenEvent is public as `beamish.GenEvent`; these are gen_event's own.
+__all__ = ["REMOVE", "EventHandler", "EventResult"]
 
 log = logging.getLogger("beamish.gen_event")
 

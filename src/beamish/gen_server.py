@@ -71,16 +71,8 @@ from ._gen import GEN_CALL, GEN_CAST, SYSTEM, From
 from .process import EXIT, TIMEOUT, Dest, Exit, Handler, Process
 from .terms import Atom, Pid, Term
 
-__all__ = [
-    "Continue",
-    "GenServer",
-    "Hibernate",
-    "Ignore",
-    "NoReply",
-    "Ok",
-    "Reply",
-    "Stop",
-]
+# Every name here is public as `beamish.<name>` (one path per name).
+__all__: list[str] = []
 
 log = logging.getLogger("beamish")
 

@@ -9,7 +9,8 @@ events. Use it instead of a GenServer when the same message means different
 things in different states, or when timeouts depend on the state.
 
 >>> import beamish
->>> from beamish.gen_statem import GenStateMachine, NextState, Reply
+>>> from beamish import GenStateMachine
+>>> from beamish.gen_statem import NextState, Reply
 >>> class Switch(GenStateMachine, callback_mode="state_functions"):
 ...     def off(self, event_type, event, flips):
 ...         match event_type, event:
@@ -127,28 +128,8 @@ from .gen_server import KEEP, Hibernate, Ignore
 from .process import EXIT, TIMEOUT, Dest, Exit, Handler, Process
 from .terms import Atom, Pid, Term
 
-__all__ = [
-    "Action",
-    "Actions",
-    "EventTimeout",
-    "GenStateMachine",
-    "GenericTimeout",
-    "Hibernate",
-    "Ignore",
-    "Init",
-    "KeepState",
-    "KeepStateAndData",
-    "NextEvent",
-    "NextState",
-    "Postpone",
-    "RepeatState",
-    "RepeatStateAndData",
-    "Reply",
-    "Result",
-    "StateTimeout",
-    "Stop",
-    "StopAndReply",
-]
+# GenStateMachine, Hibernate and Ignore are public as `beamish.<name>`; these are gen_statem's own.
+__all__ = ["Action", "Actions", "EventTimeout", "GenericTimeout", "Init", "KeepState", "KeepStateAndData", "NextEvent", "NextState", "Postpone", "RepeatState", "RepeatStateAndData", "Reply", "Result", "StateTimeout", "Stop", "StopAndReply"]
 
 log = logging.getLogger("beamish")
 

@@ -71,7 +71,8 @@ from .terms import (
 if TYPE_CHECKING:
     from types import FrameType
 
-__all__ = ["Distribution", "Node", "current_node", "run"]
+# What `beamish` exports is public there only (one path per name); this lists the rest.
+__all__ = ["Distribution", "current_node"]
 
 T = TypeVar("T")
 

@@ -68,36 +68,8 @@ from .terms import Atom, Pid, Ref, Term
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = [
-    "BadArg",
-    "Dest",
-    "Exit",
-    "Process",
-    "ProcessInfo",
-    "Timer",
-    "cancel_timer",
-    "demonitor",
-    "exit",
-    "is_alive",
-    "link",
-    "make_ref",
-    "monitor",
-    "process_flag",
-    "process_info",
-    "receive",
-    "register",
-    "registered",
-    "self",
-    "send",
-    "send_after",
-    "spawn",
-    "spawn_link",
-    "spawn_monitor",
-    "to_thread",
-    "unlink",
-    "unregister",
-    "whereis",
-]
+# What `beamish` exports is public there only (one path per name); this lists the rest.
+__all__ = ["Dest", "Process", "current"]
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ belongs to the process that registered it and goes away when that process
 exits, however it exits.
 
 >>> import beamish
->>> from beamish.registry import Registry
+>>> from beamish import Registry
 >>> def broadcast(entries):
 ...     for pid, value in entries:
 ...         beamish.send(pid, ("news", value))
@@ -133,7 +133,8 @@ if TYPE_CHECKING:
     from .node import Node
     from .process import Process
 
-__all__ = ["AlreadyRegistered", "Registry"]
+# Public as `beamish.Registry` and `beamish.AlreadyRegistered` (one path per name).
+__all__: list[str] = []
 
 Keys = Literal["unique", "duplicate"]
 Entry = tuple[Pid, Term]

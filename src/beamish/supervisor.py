@@ -13,7 +13,7 @@ decides what happens next.
 
 >>> import beamish
 >>> from beamish import GenServer, Reply
->>> from beamish.supervisor import Supervisor
+>>> from beamish import Supervisor
 >>> class Counter(GenServer):
 ...     def init(self, n):
 ...         return n
@@ -83,7 +83,8 @@ from .gen_server import GenServer, Ignore, NoReply, Reply, Stop
 from .process import DOWN, EXIT, Exit, current, demonitor, exit, monitor, process_flag, receive
 from .terms import Atom, Pid, Term
 
-__all__ = ["SupFlags", "Supervisor"]
+# What `beamish` exports is public there only (one path per name); this lists the rest.
+__all__ = ["SupFlags"]
 
 log = logging.getLogger("beamish.supervisor")
 

@@ -6,7 +6,7 @@ A task that crashes takes its caller down through the link, as in Elixir:
 the two are one piece of work, split for concurrency.
 
 >>> import beamish
->>> from beamish.task import Task
+>>> from beamish import Task
 >>> async def square(n):
 ...     return n * n
 >>> async def main():
@@ -67,7 +67,8 @@ from .process import (
 )
 from .terms import Atom, Pid, Ref, Term
 
-__all__ = ["Task", "TaskSupervisor"]
+# Public as `beamish.Task` and `beamish.TaskSupervisor` (one path per name).
+__all__: list[str] = []
 
 TIMEOUT = Atom("timeout")
 

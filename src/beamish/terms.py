@@ -17,7 +17,7 @@ Pids, refs and ports have no public constructor: they are made by a node
 (`beamish.self()`, `beamish.spawn`, `beamish.make_ref`) or decoded from the
 wire.
 
->>> from beamish.terms import Atom
+>>> from beamish import Atom
 >>> ok = Atom("ok")
 >>> ok == "ok", ok is Atom("ok")
 (True, True)
@@ -35,7 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias
 
-__all__ = ["Atom", "ImproperList", "Pid", "Port", "Ref", "Term"]
+# What `beamish` exports is public there only (one path per name); this lists the rest.
+__all__ = ["ImproperList"]
 
 Term: TypeAlias = Any
 """Any value a process may send or receive: the one place `Any` is allowed."""

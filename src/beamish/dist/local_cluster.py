@@ -51,7 +51,8 @@ from ..process import Exit, current, process_flag, send
 from ..supervisor import Supervisor
 from ..terms import Pid, Term
 
-__all__ = ["LocalCluster"]
+# Public as `beamish.dist.LocalCluster` (one path per name).
+__all__: list[str] = []
 
 log = logging.getLogger("beamish.dist.cluster")
 

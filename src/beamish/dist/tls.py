@@ -47,7 +47,8 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
-__all__ = ["TlsOptions"]
+# Public as `beamish.dist.TlsOptions` (one path per name).
+__all__: list[str] = []
 
 
 @dataclass(frozen=True, slots=True)
