@@ -21,6 +21,7 @@ from beamish import (
     StartError,
     Stop,
 )
+from beamish._atoms import SYSTEM
 from beamish.terms import Term
 from beamish.testing import ANY, assert_receive, refute_receive, wait_for_exit
 
@@ -265,7 +266,7 @@ async def test_parent_shutdown_runs_terminate_when_trapping() -> None:
 
 async def test_get_state_system_message() -> None:
     pid = await Stack.start_link([1, 2])
-    assert await beamish._gen.call(pid, "get_state", label=beamish._gen.SYSTEM) == [1, 2]
+    assert await beamish._gen.call(pid, "get_state", label=SYSTEM) == [1, 2]
 
 
 async def test_raising_exit_in_a_callback_stops_with_that_reason() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 import beamish
 from beamish import Exit, Hibernate, Ignore, Pid, StartError
-from beamish._gen import SYSTEM
+from beamish._atoms import SYSTEM
 from beamish._gen import call as gen_call
 from beamish.gen_statem import (
     EventTimeout,

@@ -10,7 +10,7 @@ import pytest
 
 import beamish
 from beamish import BadArg, ChildSpec, Exit, From, GenServer, NoReply, Pid, Reply, StartError, Stop
-from beamish._gen import SYSTEM
+from beamish._atoms import SYSTEM
 from beamish._gen import call as gen_call
 from beamish._pattern import ANY as T_ANY
 from beamish.node import Node

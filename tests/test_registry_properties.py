@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import beamish
 from beamish import Exit, Pid
-from beamish._gen import SYSTEM
+from beamish._atoms import SYSTEM
 from beamish._gen import call as gen_call
 from beamish.node import current_node
 from beamish.registry import AlreadyRegistered, Registry, _tables

@@ -16,15 +16,33 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Literal, Protocol, TypeAlias
 
-from .node import Node
-from .process import (
+from ._atoms import (
+    ALREADY_STARTED,
+    CALL,
+    CALLING_SELF,
     DOWN,
+    ERROR,
+    GEN,
+    GEN_CALL,
+    GEN_CAST,
+    IGNORE,
+    KILL,
     KILLED,
+    NOCONNECTION,
+    NODEDOWN,
     NOPROC,
     NORMAL,
-    NOT_YET,
+    OK,
+    PROC_LIB,
     SHUTDOWN,
+    STOP,
+    SYSTEM,
+    TERMINATE,
     TIMEOUT,
+)
+from .node import Node
+from .process import (
+    NOT_YET,
     BadArg,
     Dest,
     Exit,
@@ -51,15 +69,7 @@ __all__ = [
     "stop",
 ]
 
-GEN_CALL: Final = Atom("$gen_call")
-GEN_CAST: Final = Atom("$gen_cast")
-SYSTEM: Final = Atom("system")
 ACK: Final = Atom("$ack")
-NODEDOWN: Final = Atom("nodedown")
-NOCONNECTION: Final = Atom("noconnection")
-CALL: Final = Atom("call")
-IGNORE: Final = Atom("ignore")
-CALLING_SELF: Final = Atom("calling_self")
 
 
 
@@ -161,20 +171,20 @@ def register_name(node: Node, name: Dest | None, pid: Pid) -> None:
     if isinstance(name, str):
         existing = node.whereis(name)
         if existing is not None:
-            raise StartError((Atom("already_started"), existing))
+            raise StartError((ALREADY_STARTED, existing))
         node.register(name, pid)
         return
     if type(name) is tuple and len(name) == 3 and name[0] == "via":
         via = name[1]
         if not via.register_name(name[2], pid):
-            raise StartError((Atom("already_started"), via.whereis_name(name[2])))
+            raise StartError((ALREADY_STARTED, via.whereis_name(name[2])))
         return
     if type(name) is tuple and len(name) == 2 and name[0] == "global":
         glob = node.extensions.get("global")
         if glob is None:
             raise BadArg("global names need the cluster layer (beamish.cluster) running")
         if not glob.register_name(name[1], pid):  # type: ignore[attr-defined]
-            raise StartError((Atom("already_started"), glob.whereis_name(name[1])))  # type: ignore[attr-defined]
+            raise StartError((ALREADY_STARTED, glob.whereis_name(name[1])))  # type: ignore[attr-defined]
         return
     raise BadArg(f"invalid name {name!r}: a str, ('via', module, key) or ('global', name)")
 
@@ -231,16 +241,16 @@ async def start(
         try:
             handler = await init(proc)
         except Exit as e:
-            node.send_quietly(caller.pid, (ACK, ref, (Atom("error"), e.exit_reason)))
+            node.send_quietly(caller.pid, (ACK, ref, (ERROR, e.exit_reason)))
             raise
         except Exception as exc:
-            node.send_quietly(caller.pid, (ACK, ref, (Atom("error"), exc)))
+            node.send_quietly(caller.pid, (ACK, ref, (ERROR, exc)))
             raise
         if handler is None:
             node.send_quietly(caller.pid, (ACK, ref, IGNORE))
             raise Exit(NORMAL)
         proc.become(handler, behaviour)
-        node.send_quietly(caller.pid, (ACK, ref, Atom("ok")))
+        node.send_quietly(caller.pid, (ACK, ref, OK))
         return None
 
     proc.start_task(body, ())
@@ -257,7 +267,7 @@ async def start(
         node.demonitor(caller, ref)
         if link:
             node.unlink(caller, pid)
-        node.signal_exit(caller.pid, pid, Atom("kill"), False)
+        node.signal_exit(caller.pid, pid, KILL, False)
         _flush_down(caller, ref)
         raise StartError(TIMEOUT) from None
     if msg[0] is ACK:
@@ -316,12 +326,12 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         try:
             target = resolve(node, dest)
         except Exit as e:
-            raise Exit(e.reason, (Atom("gen"), CALL, [dest, request, timeout])) from None
+            raise Exit(e.reason, (GEN, CALL, [dest, request, timeout])) from None
     server = node.procs.get(target.id) if type(target) is Pid else None
     if server is not None and (server.pid is target or server.pid == target):
         if server is proc:
             # gen:do_call's first clause: a call to oneself could only time out.
-            raise Exit(CALLING_SELF, (Atom("gen"), CALL, [dest, request, timeout]))
+            raise Exit(CALLING_SELF, (GEN, CALL, [dest, request, timeout]))
         # The local clause (gen:do_call's, with erts' shortcuts): Node.call_local
         # may run the server's callback at once and return its reply.
         ref, tag, value = node.call_local(proc, server, label, request)
@@ -348,7 +358,7 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         late = _take_reply(proc, tag)
         if late is not _NO_REPLY:
             return late
-        raise Exit(TIMEOUT, (Atom("gen"), CALL, [dest, request, timeout])) from None
+        raise Exit(TIMEOUT, (GEN, CALL, [dest, request, timeout])) from None
     if len(msg) == 2:
         node.demonitor(proc, ref)
         return msg[1]
@@ -357,7 +367,7 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
     if reason == NOCONNECTION:
         where = target[1] if isinstance(target, tuple) else target.node
         reason = (NODEDOWN, where)
-    raise Exit(reason, (Atom("gen"), CALL, [dest, request, timeout]))
+    raise Exit(reason, (GEN, CALL, [dest, request, timeout]))
 
 
 _NO_REPLY: Final = object()
@@ -389,20 +399,20 @@ async def stop(dest: Dest, reason: Term = NORMAL, timeout: float | None = None) 
     node = proc.node
     target = resolve(node, dest)
     ref = node.monitor(proc, target)
-    node.send(target, (SYSTEM, From(proc.pid, ref), (Atom("terminate"), reason)))
+    node.send(target, (SYSTEM, From(proc.pid, ref), (TERMINATE, reason)))
     try:
         msg = await receive(lambda m: type(m) is tuple and len(m) == 5 and (m[1] is ref or m[1] == ref) and m[0] == DOWN, timeout)
     except TimeoutError:
         node.demonitor(proc, ref)
         if type(target) is Pid:
-            node.signal_exit(proc.pid, target, Atom("kill"), False)
-        raise Exit(TIMEOUT, (Atom("proc_lib"), Atom("stop"), [dest, reason, timeout])) from None
+            node.signal_exit(proc.pid, target, KILL, False)
+        raise Exit(TIMEOUT, (PROC_LIB, STOP, [dest, reason, timeout])) from None
     got = msg[4]
-    if got == reason or (got == KILLED and reason == Atom("kill")):
+    if got == reason or (got == KILLED and reason == KILL):
         return
     if got == NOPROC:
-        raise Exit(NOPROC, (Atom("proc_lib"), Atom("stop"), [dest, reason, timeout]))
-    raise Exit(got, (Atom("proc_lib"), Atom("stop"), [dest, reason, timeout]))
+        raise Exit(NOPROC, (PROC_LIB, STOP, [dest, reason, timeout]))
+    raise Exit(got, (PROC_LIB, STOP, [dest, reason, timeout]))
 
 
 # --- the client API every behaviour shares -------------------------------------

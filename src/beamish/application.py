@@ -78,12 +78,11 @@ from pathlib import Path
 from typing import ClassVar, Literal, TypeAlias
 
 from . import config as _config
+from ._atoms import NORMAL, SHUTDOWN
 from ._gen import From, StartError, is_coroutine
 from .gen_server import GenServer, NoReply, Reply
 from .node import Node, current_node
 from .process import (
-    NORMAL,
-    SHUTDOWN,
     Exit,
     current,
     demonitor,

@@ -36,6 +36,7 @@ import functools
 from collections.abc import Callable, Iterable
 
 from . import _gen
+from ._atoms import IGNORE
 from ._gen import ChildSpec, StartError
 from .gen_server import Ignore
 from .supervisor import Supervisor, SupFlags, _call, _Server, _Start, normalize
@@ -94,7 +95,7 @@ class DynamicSupervisor:
             flags_fn = functools.partial(cls().init, arg)
         pid = await _Server.launch(_Start(flags_fn, name, dynamic=True), link=True, timeout=timeout)
         if pid is None:
-            raise StartError(_gen.IGNORE)
+            raise StartError(IGNORE)
         return pid
 
     @classmethod

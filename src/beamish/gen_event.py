@@ -60,9 +60,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import _gen
+from ._atoms import EXIT, OK, REMOVE_HANDLER, SHUTDOWN, STOP
 from ._gen import From, StartError
 from .gen_server import GenServer, NoReply, Ok, Reply
-from .process import EXIT, Dest, current, link, process_flag, send, unlink
+from .process import Dest, current, link, process_flag, send, unlink
 from .terms import Atom, Pid, Term
 
 # GenEvent is public as `beamish.GenEvent`; these are gen_event's own.
@@ -70,7 +71,7 @@ __all__ = ["REMOVE", "EventHandler", "EventResult"]
 
 log = logging.getLogger("beamish.gen_event")
 
-REMOVE: Final = Atom("remove_handler")
+REMOVE: Final = REMOVE_HANDLER
 """Returned by a callback: remove this handler (OTP's `remove_handler`)."""
 
 EventResult = Ok | Atom
@@ -94,7 +95,7 @@ class EventHandler:
     def handle_call(self, request: Term, state: Term) -> Reply | Awaitable[Reply]:
         """A `GenEvent.call` for this handler: `Reply(reply, new_state)`.
         Default: reply `ok`."""
-        return Reply(Atom("ok"), state)
+        return Reply(OK, state)
 
     def handle_info(self, msg: Term, state: Term) -> EventResult | Awaitable[EventResult]:
         """Any other message to the manager (OTP `handle_info/2`): as
@@ -223,7 +224,7 @@ class _Manager(GenServer):
                 return Reply(await self._add(hs, new, (arg2, returned), owner if owner is not None else (h.owner if h else None)), hs)
             case ("notify", event):
                 await self._dispatch(hs, "handle_event", event)
-                return Reply(Atom("ok"), hs)
+                return Reply(OK, hs)
             case ("call", handler, req):
                 h = _find(hs, handler)
                 if h is None:
@@ -252,7 +253,7 @@ class _Manager(GenServer):
             if owned:
                 for h in owned:
                     h.owner = None  # the adder is gone: nobody to notify
-                    await self._remove(hs, h, (Atom("stop"), msg[2]), None)
+                    await self._remove(hs, h, (STOP, msg[2]), None)
                 return NoReply(hs)
         await self._dispatch(hs, "handle_info", msg)
         return NoReply(hs)
@@ -260,7 +261,7 @@ class _Manager(GenServer):
     async def terminate(self, reason: Term, hs: Term) -> None:
         if isinstance(hs, list):
             for h in list(hs):
-                await self._remove(hs, h, Atom("stop"), Atom("shutdown"))
+                await self._remove(hs, h, STOP, SHUTDOWN)
 
     # --- internals --------------------------------------------------------------
 
@@ -279,7 +280,7 @@ class _Manager(GenServer):
         hs.append(_Installed(handler, obj, state, owner))
         if owner is not None:
             link(owner)
-        return Atom("ok")
+        return OK
 
     async def _dispatch(self, hs: list[_Installed], callback: str, msg: Term) -> None:
         for h in list(hs):
@@ -293,7 +294,7 @@ class _Manager(GenServer):
             if type(new) is Ok:
                 h.state = new.state
             else:
-                await self._remove(hs, h, Atom("remove_handler"), "normal")
+                await self._remove(hs, h, REMOVE_HANDLER, "normal")
 
     async def _crashed(self, hs: list[_Installed], h: _Installed, exc: Exception) -> None:
         log.error("** gen_event handler %r crashed.\n** Was installed in %r\n** Reason == %r", h.id, current().pid, exc, exc_info=exc)

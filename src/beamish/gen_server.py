@@ -67,8 +67,9 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from . import _gen
-from ._gen import GEN_CALL, GEN_CAST, SYSTEM, From
-from .process import EXIT, TIMEOUT, Dest, Exit, Handler, Process
+from ._atoms import BAD_CALL, BAD_CAST, EXIT, GEN_CALL, GEN_CAST, SYSTEM, TIMEOUT
+from ._gen import From
+from .process import Dest, Exit, Handler, Process
 from .terms import Atom, Pid, Term
 
 # Every name here is public as `beamish.<name>` (one path per name).
@@ -182,11 +183,11 @@ class GenServer(_gen.Behaviour):
     def handle_call(self, request: Term, from_: From, state: Term) -> CallResult | Awaitable[CallResult]:
         """A `call` arrived (OTP `handle_call/3`). Default: stop with
         `("bad_call", request)`, as Elixir does."""
-        return Stop((Atom("bad_call"), request), state)
+        return Stop((BAD_CALL, request), state)
 
     def handle_cast(self, request: Term, state: Term) -> CastResult | Awaitable[CastResult]:
         """A `cast` arrived (OTP `handle_cast/2`). Default: stop with `("bad_cast", request)`."""
-        return Stop((Atom("bad_cast"), request), state)
+        return Stop((BAD_CAST, request), state)
 
     def handle_info(self, msg: Term, state: Term) -> CastResult | Awaitable[CastResult]:
         """Any other message arrived (OTP `handle_info/2`). Default: log it and

@@ -123,9 +123,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
 
 from . import _gen
-from ._gen import GEN_CALL, GEN_CAST, SYSTEM, From
+from ._atoms import BAD_CALL, BAD_CAST, CALL, EXIT, GEN_CALL, GEN_CAST, NORMAL, SYSTEM, TIMEOUT
+from ._gen import From
 from .gen_server import KEEP, Hibernate, Ignore
-from .process import EXIT, TIMEOUT, Dest, Exit, Handler, Process
+from .process import Dest, Exit, Handler, Process
 from .terms import Atom, Pid, Term
 
 # GenStateMachine, Hibernate and Ignore are public as `beamish.<name>`; these are gen_statem's own.
@@ -133,14 +134,12 @@ __all__ = ["Action", "Actions", "EventTimeout", "GenericTimeout", "Init", "KeepS
 
 log = logging.getLogger("beamish")
 
-CALL: Final = Atom("call")
 CAST: Final = Atom("cast")
 INFO: Final = Atom("info")
 STATE_TIMEOUT: Final = Atom("state_timeout")
 INTERNAL: Final = Atom("internal")
 ENTER: Final = Atom("enter")
 UNDEF_STATE_FUNCTION: Final = Atom("undef_state_function")
-NORMAL: Final = Atom("normal")
 
 
 CallbackMode: TypeAlias = Literal["state_functions", "handle_event_function"]
@@ -383,9 +382,9 @@ class GenStateMachine(_gen.Behaviour):
         """
         match event_type:
             case ("call", _):
-                return Stop((Atom("bad_call"), event))
+                return Stop((BAD_CALL, event))
             case "cast":
-                return Stop((Atom("bad_cast"), event))
+                return Stop((BAD_CAST, event))
             case "info":
                 log.warning(
                     "%s received unexpected message in handle_event: %r",

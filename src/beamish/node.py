@@ -37,15 +37,9 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, overload
 
+from ._atoms import DOWN, EXIT, KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, PROCESS
 from .process import (
-    DOWN,
-    EXIT,
-    KILL,
-    KILLED,
-    NOPROC,
-    NORMAL,
     NOT_YET,
-    PROCESS,
     BadArg,
     Deadlines,
     Exit,
@@ -537,7 +531,7 @@ class Node:
                 self.dist.monitor(proc.pid, obj, ref)
             else:
                 self.aliases.pop(ref, None)
-                proc.deliver((DOWN, ref, PROCESS, target, Atom("noconnection")))
+                proc.deliver((DOWN, ref, PROCESS, target, NOCONNECTION))
             return ref
         raise BadArg(f"cannot monitor {target!r}")
 

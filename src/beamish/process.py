@@ -63,7 +63,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias, TypeVar
 
-from .terms import Atom, Pid, Ref, Term
+from ._atoms import DOWN, KILLED, NORMAL
+from .terms import Pid, Ref, Term
 
 if TYPE_CHECKING:
     from .node import Node
@@ -75,15 +76,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("beamish")
 
-NORMAL: Final = Atom("normal")
-KILL: Final = Atom("kill")
-KILLED: Final = Atom("killed")
-NOPROC: Final = Atom("noproc")
-SHUTDOWN: Final = Atom("shutdown")
-EXIT: Final = Atom("EXIT")
-DOWN: Final = Atom("DOWN")
-PROCESS: Final = Atom("process")
-TIMEOUT: Final = Atom("timeout")
 
 Dest: TypeAlias = "Pid | str | tuple[Term, ...]"
 """Where a message can go: a pid, a registered name, `(name, node)`, or a

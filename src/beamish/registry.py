@@ -121,10 +121,11 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, cast
 
+from ._atoms import EXIT
 from ._gen import ChildSpec
 from ._pattern import Pattern, matches
 from .gen_server import CastResult, GenServer, NoReply
-from .process import EXIT, BadArg, _current, current, process_flag
+from .process import BadArg, _current, current, process_flag
 from .terms import Atom, Pid, Term
 
 if TYPE_CHECKING:

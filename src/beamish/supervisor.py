@@ -78,9 +78,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from . import _gen
-from ._gen import IGNORE, ChildSpec, From, StartError
+from ._atoms import ALREADY_PRESENT, ALREADY_STARTED, DOWN, EXIT, IGNORE, SHUTDOWN, UNDEFINED
+from ._gen import ChildSpec, From, StartError
 from .gen_server import GenServer, Ignore, NoReply, Reply, Stop
-from .process import DOWN, EXIT, Exit, current, demonitor, exit, monitor, process_flag, receive
+from .process import Exit, current, demonitor, exit, monitor, process_flag, receive
 from .terms import Atom, Pid, Term
 
 # What `beamish` exports is public there only (one path per name); this lists the rest.
@@ -272,7 +273,7 @@ class _State:
     def which(self) -> list[tuple[Term, Pid | Atom | None, str, tuple[str, ...]]]:
         return [
             (
-                Atom("undefined") if self.dynamic else c.spec.id,
+                UNDEFINED if self.dynamic else c.spec.id,
                 _RESTARTING if c.restarting else c.pid,
                 c.spec.type,
                 c.spec.modules,
@@ -407,7 +408,7 @@ class _Server(GenServer):
             except StartError as e:
                 log.error("supervisor %s: start_error for child %r: %r", _describe(st), child.spec.id, e.reason)
                 await self._stop_children(st, st.children)
-                return Stop((Atom("shutdown"), (Atom("failed_to_start_child"), child.spec.id, e.reason)))
+                return Stop((SHUTDOWN, (Atom("failed_to_start_child"), child.spec.id, e.reason)))
         st.children = [c for c in st.children if c.pid is not None or c.spec.restart != "temporary"]
         return st
 
@@ -462,8 +463,8 @@ class _Server(GenServer):
         existing = st.find(spec.id)
         if existing is not None:
             if existing.pid is not None:
-                return ("error", (Atom("already_started"), existing.pid))
-            return ("error", Atom("already_present"))
+                return ("error", (ALREADY_STARTED, existing.pid))
+            return ("error", ALREADY_PRESENT)
         child = _Child(spec)
         try:
             pid = await start_one(st, child)
@@ -499,7 +500,7 @@ class _Server(GenServer):
             if not self._may_restart(st):
                 log.error("supervisor %s: shutdown: reached_max_restart_intensity", _describe(st))
                 await self._stop_children(st, st.children)
-                return Stop(Atom("shutdown"), st)
+                return Stop(SHUTDOWN, st)
             try:
                 await self._restart(st, child)
                 return NoReply(st)

@@ -44,13 +44,10 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from ._atoms import DOWN, EXIT, KILL, NORMAL, SHUTDOWN, TIMEOUT
 from ._gen import _NO_REPLY, ChildSpec, _flush_down, _take_reply
 from .dynamic_supervisor import DynamicSupervisor
 from .process import (
-    DOWN,
-    EXIT,
-    NORMAL,
-    SHUTDOWN,
     Exit,
     Process,
     current,
@@ -70,7 +67,6 @@ from .terms import Atom, Pid, Ref, Term
 # Public as `beamish.Task` and `beamish.TaskSupervisor` (one path per name).
 __all__: list[str] = []
 
-TIMEOUT = Atom("timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +322,7 @@ def _start_task(fn: Callable[..., Term], args: tuple[Term, ...], *, link: bool =
 
 
 _GO = Atom("$task_go")
-_KILL = Atom("kill")
+_KILL = KILL
 
 
 async def _run(fn: Callable[..., Term], args: tuple[Term, ...], holder: list[Term]) -> None:

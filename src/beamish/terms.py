@@ -69,7 +69,6 @@ class Atom(str):
         return (Atom, (str(self),))
 
 
-NOPROC: Final = Atom("noproc")
 
 
 class _NoPublicConstructor(type):

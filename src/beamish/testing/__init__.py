@@ -28,8 +28,9 @@ import inspect
 from collections.abc import Callable
 from typing import Final
 
+from .._atoms import DOWN
 from .._pattern import ANY, Pattern, matches
-from ..process import DOWN, Exit, current, demonitor, monitor, receive
+from ..process import Exit, current, demonitor, monitor, receive
 from ..terms import Pid, Term
 
 __all__ = [
