@@ -317,6 +317,33 @@ async def test_node_death_gives_noconnection_and_nodedown() -> None:
             await rpc.call(erl.name, "erlang", "node", [], timeout=5)
 
 
+@pytest.mark.beamish(name=py_name())
+async def test_calls_monitors_links_and_rpc_to_a_dead_node_fail_at_once() -> None:
+    """As between two Erlang nodes: once a node is gone, every later signal
+    to it fails as soon as the connection attempt does (the timeouts below
+    are far longer than that: reaching one would be the bug)."""
+    with erl_node("gone") as erl:
+        await start_node(erl)
+        dist.monitor_nodes(True)
+        pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> ok end end).")
+        erl.proc.kill()
+        await assert_receive(("nodedown", Atom(erl.name)), timeout=10)
+    ref = beamish.monitor(pid)
+    await assert_receive(("DOWN", ref, "process", pid, "noconnection"), timeout=10)
+    beamish.process_flag("trap_exit", True)
+    beamish.link(pid)
+    await assert_receive(("EXIT", pid, "noconnection"), timeout=10)
+    with pytest.raises(beamish.Exit) as by_name:
+        await GenServer.call(("kv", erl.name), ("get", "k"), timeout=30)
+    assert by_name.value.reason == ("nodedown", Atom(erl.name))
+    with pytest.raises(beamish.Exit) as by_pid:
+        await GenServer.call(pid, ("get", "k"), timeout=30)
+    assert by_pid.value.reason == ("nodedown", Atom(erl.name))
+    with pytest.raises(rpc.BadRpc) as bad:
+        await rpc.call(erl.name, "erlang", "node", [], timeout=30)
+    assert bad.value.reason == "nodedown"
+
+
 # --- rpc both ways ----------------------------------------------------------
 
 

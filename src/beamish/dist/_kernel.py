@@ -11,7 +11,6 @@ imports this module.
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
 import itertools
 import logging
@@ -521,6 +520,11 @@ class Kernel:
                 refused = isinstance(exc, handshake.HandshakeError) and not isinstance(exc, handshake.Unreachable)
                 level = logging.WARNING if refused else logging.INFO
                 log.log(level, "%s could not connect to %s: %s", self.node.name, peer, exc)
+        except asyncio.CancelledError:
+            # The node is leaving: what waited for this connection fails now.
+            self.connecting.pop(peer, None)
+            self._connect_failed(peer)
+            raise
         finally:
             self.connecting.pop(peer, None)
         if result is None:
@@ -530,8 +534,12 @@ class Kernel:
 
     def _connect_failed(self, peer: Atom) -> None:
         """Signals queued for an unreachable node: sends are dropped, links
-        and monitors fire with `noconnection`, as in Erlang."""
-        self.queued.pop(peer, None)
+        and monitors fire with `noconnection`, a call waiting on one fails
+        at once, as in Erlang (a send to a node that cannot be reached is
+        lost; a monitor's DOWN and a link's EXIT say `noconnection`)."""
+        for action in self.queued.pop(peer, ()):
+            if isinstance(action, _OnFail):
+                action.fail()
         for pid in list(self.node_watchers.pop(peer, {})):
             self.node.send(pid, (NODEDOWN, peer))
 
@@ -547,16 +555,7 @@ class Kernel:
         if on_fail is not None:
             self.queued[peer].append(_OnFail(on_fail))
         if peer not in self.connecting:
-            task = self.node.loop.create_task(self._connect(peer))
-            self.connecting[peer] = task
-            task.add_done_callback(functools.partial(self._after_connect, peer=peer))
-
-    def _after_connect(self, task: asyncio.Task[Connection | None], *, peer: Atom) -> None:
-        if task.cancelled() or task.result() is None:
-            pending = self.queued.pop(peer, [])
-            for action in pending:
-                if isinstance(action, _OnFail):
-                    action.fail()
+            self.connecting[peer] = self.node.loop.create_task(self._connect(peer))
 
     def nodes(self) -> list[Atom]:
         return sorted(self.conns)
