@@ -364,6 +364,23 @@ async def test_erlang_rpc_calls_allowed_python_and_is_refused_otherwise(erl: Erl
 
 
 @pytest.mark.beamish(name=py_name())
+async def test_an_allowed_module_exposes_its_own_functions_not_its_imports(erl: ErlNode) -> None:
+    """tests/dist/rpc_targets.py imports subprocess.getoutput: allowing the
+    module must not let Erlang run a shell command through it."""
+    me = await start_node(erl, rpc_allow=["tests.dist.rpc_targets"], spawn_allow=["tests.dist.rpc_targets"])
+    m = "'tests.dist.rpc_targets'"
+    code = (
+        f"io:format(\"~p~n~p~n~p~n\", [rpc:call('{me}', {m}, double, [21]), "
+        f"rpc:call('{me}', {m}, getoutput, [<<\"echo pwned\">>]), "
+        f"catch erpc:call('{me}', {m}, getoutput, [<<\"echo pwned\">>])]), halt()."
+    )
+    lines = (await erl_run(code, erl.cookie)).split("\n")
+    assert lines[0] == "42"
+    assert lines[1].startswith("{badrpc,{'EXIT',{undef")
+    assert lines[2].startswith("{'EXIT',{{exception,undef")
+
+
+@pytest.mark.beamish(name=py_name())
 async def test_wait_for_exit_of_a_remote_process(erl: ErlNode) -> None:
     await start_node(erl)
     pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> exit(done) end end).")

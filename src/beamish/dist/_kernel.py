@@ -11,7 +11,6 @@ imports this module.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import itertools
 import logging
 import ssl
@@ -25,6 +24,7 @@ from ..node import Node
 from ..process import Exit, Process, _current
 from ..terms import Atom, Pid, Ref, Term
 from . import control as C
+from ._allow import REFUSED, AllowList, Missing
 from . import epmd, etf, framing, handshake
 from . import flags as F
 from .tls import TlsOptions
@@ -330,6 +330,8 @@ class Kernel:
             raise ValueError(f"a distributed node needs a name like 'py@127.0.0.1', not {node.name!r}")
         self.node = node
         self.options = options
+        self.rpc_allow = AllowList(options.rpc_allow)
+        self.spawn_allow = AllowList(options.spawn_allow)
         self.conns: dict[Atom, Connection] = {}
         self.connecting: dict[Atom, asyncio.Task[Connection | None]] = {}
         # Frames addressed to a node while its connection is being set up.
@@ -720,12 +722,10 @@ class Kernel:
         if (module, function) == ("erpc", "execute_call") and len(args) == 4:
             tag, m, f, a = args
             return lambda: self._erpc_execute(tag, str(m), str(f), a)
-        target = f"{module}:{function}"
-        if target not in self.options.spawn_allow:
-            log.warning("refused a spawn of %s from a peer: not in spawn_allow", target)
-            return None
-        fn = _resolve(module, function)
-        if fn is None:
+        fn = self.spawn_allow.lookup(module, function)
+        if fn is REFUSED:
+            log.warning("refused a spawn of %s:%s from a peer: not in spawn_allow", module, function)
+        if isinstance(fn, Missing):
             return None
         return lambda: fn(*args)
 
@@ -739,11 +739,10 @@ class Kernel:
     async def apply(self, module: str, function: str, args: Term) -> tuple[str, Term]:
         """Run an allow-listed `module.function(*args)`: ("return", value) or
         ("error", erlang_reason)."""
-        if not self._allowed(module, function) or not isinstance(args, list):
+        fn = self.rpc_allow.lookup(module, function)
+        if fn is REFUSED:
             log.warning("refused an rpc of %s:%s from a peer: not in rpc_allow", module, function)
-            return ("error", UNDEF)
-        fn = _resolve(module, function)
-        if fn is None:
+        if isinstance(fn, Missing) or not isinstance(args, list):
             return ("error", UNDEF)
         try:
             result = fn(*args)
@@ -752,10 +751,6 @@ class Kernel:
         except Exception as exc:
             return ("error", wire_reason(exc))
         return ("return", result)
-
-    def _allowed(self, module: str, function: str) -> bool:
-        allow = self.options.rpc_allow
-        return module in allow or f"{module}:{function}" in allow
 
     def spawn_reply(self, conn: Connection, ctrl: tuple[Term, ...]) -> None:
         req_id, to, flags, result = ctrl[1], ctrl[2], ctrl[3], ctrl[4]
@@ -841,15 +836,3 @@ class _OnFail:
 
     def __call__(self, conn: Connection) -> None:
         pass
-
-
-def _resolve(module: str, function: str) -> Callable[..., object] | None:
-    """`module.function`, importing `module` (which an allow-list named)."""
-    if function.startswith("_"):
-        return None
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    fn = getattr(mod, function, None)
-    return fn if callable(fn) else None
