@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import reprlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,17 +144,22 @@ class Connection:
     # --- receiving ----------------------------------------------------------
 
     async def run(self) -> None:
-        reason: Term = NOCONNECTION
+        # One log line per lost connection: the reason, here or in connection_down.
+        logged = True
         try:
             await self.stream.serve(self.dispatch)
+            logged = False
         except etf.DecodeError as exc:
             log.error("closing the connection to %s: malformed frame: %s", self.peer, exc)
         except (ConnectionError, asyncio.IncompleteReadError, framing.FrameError) as exc:
             log.info("connection to %s lost: %s", self.peer, exc)
         except asyncio.CancelledError:
-            pass
+            logged = False
+        except Exception:
+            # A bug of ours, not the peer's: still one connection, not the node.
+            log.exception("closing the connection to %s: a frame could not be handled", self.peer)
         finally:
-            self.kernel.connection_down(self, reason)
+            self.kernel.connection_down(self, NOCONNECTION, logged=logged)
 
     def dispatch(self, frame: bytes) -> None:
         if not frame or frame[0] != C.PASS_THROUGH:
@@ -165,7 +171,11 @@ class Connection:
         else:
             ctrl, offset = decode(frame, 1)
             if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
-                raise etf.DecodeError(f"control message is not an operation tuple: {ctrl!r}")
+                raise etf.DecodeError(f"control message is not an operation tuple: {reprlib.repr(ctrl)}")
+            try:
+                C.check(ctrl, self.peer)
+            except ValueError as exc:
+                raise etf.DecodeError(f"malformed control message: {exc}") from None
             if ctrl[0] in _REPEATING:
                 self._got_ctrl, self._got_ctrl_bytes = ctrl, bytes(frame[1:offset])
         op = ctrl[0]
@@ -174,14 +184,10 @@ class Connection:
             payload, offset = decode(frame, offset)
         if offset != len(frame):
             raise etf.DecodeError(f"{len(frame) - offset} trailing bytes after {C.name_of(op)}", offset)
-        handler = _HANDLERS.get(op)
-        if handler is None:
-            log.warning("ignoring %s from %s", C.name_of(op), self.peer)
-            return
         try:
-            handler(self, ctrl, payload)
+            _HANDLERS[op](self, ctrl, payload)
         except (ValueError, TypeError, IndexError) as exc:
-            raise etf.DecodeError(f"malformed {C.name_of(op)} {ctrl!r}: {exc}") from None
+            raise etf.DecodeError(f"malformed {C.name_of(op)} {reprlib.repr(ctrl)}: {exc}") from None
 
     # Each handler gets the control tuple and the payload (None if none).
 
@@ -450,7 +456,9 @@ class Kernel:
         log.info("%s connected to %s", self.node.name, peer)
         return conn
 
-    def connection_down(self, conn: Connection, reason: Term) -> None:
+    def connection_down(self, conn: Connection, reason: Term, *, logged: bool = False) -> None:
+        """Forget `conn`: its links and monitors fire `noconnection`, node
+        monitors get `nodedown`. `logged`: the cause was logged already."""
         if not conn.alive:
             return
         conn.alive = False
@@ -477,7 +485,8 @@ class Kernel:
             node.send(pid, (NODEDOWN, conn.peer))
         for pid in list(self.node_watchers.pop(conn.peer, {})):
             node.send(pid, (NODEDOWN, conn.peer))
-        log.info("%s lost its connection to %s (%s)", node.name, conn.peer, reason)
+        if not logged:
+            log.info("%s lost its connection to %s (%s)", node.name, conn.peer, reason)
 
     async def connect(self, peer: str) -> Connection | None:
         """Connect to `peer` (or return the existing connection)."""
