@@ -420,6 +420,21 @@ def test_a_restarted_node_never_receives_messages_for_its_old_incarnation(erl: E
     assert beamish.run(second, name=name) == b"for me"
 
 
+@pytest.mark.beamish(name=py_name())
+async def test_a_remote_spawn_with_link_is_atomic(erl: ErlNode) -> None:
+    """As `spawn_link(Node, erlang, exit, [boom])` between two Erlang nodes:
+    the requester (not trapping exits) dies with `boom`, every time, however
+    the spawn reply and the exit signal race."""
+
+    async def spawner() -> None:
+        await dist.spawn(erl.name, "erlang:exit", Atom("boom"), link=True)
+        await beamish.receive()  # until the link's exit ends us
+
+    await start_node(erl)
+    for _ in range(20):
+        assert await wait_for_exit(beamish.spawn(spawner), timeout=5) == "boom"
+
+
 def greet(name: bytes) -> None:
     """Spawned here by an Erlang node (allow-listed in the test below)."""
     beamish.send("inbox", ("hello", name))

@@ -159,8 +159,7 @@ async def spawn(
     _, _, status, result = msg
     if status != "ok":
         raise Exit(result)
-    if link:
-        proc.add_link(result)
+    # The link, if asked for, was set up with the reply (Kernel.spawn_reply).
     return (result, ref) if monitor else result
 
 

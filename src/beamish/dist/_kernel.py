@@ -33,6 +33,7 @@ from .tls import TlsOptions
 log = logging.getLogger("beamish.dist")
 
 NOCONNECTION: Final = Atom("noconnection")
+NOPROC: Final = Atom("noproc")
 NODEUP: Final = Atom("nodeup")
 NODEDOWN: Final = Atom("nodedown")
 EMPTY: Final = Atom("")
@@ -218,7 +219,7 @@ class Connection:
         proc = self.node.local(local)
         if proc is None:
             # The peer's process links to a dead one: it gets an exit with noproc.
-            self.send((C.PAYLOAD_EXIT, local, remote), Atom("noproc"))
+            self.send((C.PAYLOAD_EXIT, local, remote), NOPROC)
             return
         proc.add_link(remote)
         self.links.add((local, remote))
@@ -264,7 +265,7 @@ class Connection:
             name = Atom(target)
             proc = self.node.names.get(name)
         if proc is None:
-            self.send((C.PAYLOAD_MONITOR_P_EXIT, target, watcher, ref), Atom("noproc"))
+            self.send((C.PAYLOAD_MONITOR_P_EXIT, target, watcher, ref), NOPROC)
             return
         proc.add_watcher(ref, watcher)
         self.watched[ref] = (proc.pid, name)
@@ -344,7 +345,8 @@ class Kernel:
         self.queued: dict[Atom, list[Callable[[Connection], None]]] = {}
         self.node_subscribers: dict[Pid, int] = {}
         self.node_watchers: dict[Atom, dict[Pid, int]] = {}
-        # Our SPAWN_REQUESTs awaiting their SPAWN_REPLY: ref -> (requester, peer).
+        # Our SPAWN_REQUESTs awaiting their SPAWN_REPLY: ref -> (requester, peer);
+        # the reply sets up the link or monitor it asked for.
         self.spawn_waiters: dict[Ref, tuple[Pid, Atom]] = {}
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
@@ -762,19 +764,34 @@ class Kernel:
         return ("return", result)
 
     def spawn_reply(self, conn: Connection, ctrl: tuple[Term, ...]) -> None:
+        """SPAWN_REPLY: the link and the monitor take effect here, in the
+        callback that decoded the reply, before the connection's next frame
+        (which may be the new process's exit), as erts sets them up with
+        the reply (dist.c, DOP_SPAWN_REPLY). A requester that died
+        meanwhile leaves no link or monitor behind: the new process gets an
+        exit (`noproc`, where erts sends the requester's own reason) and
+        the monitor is taken back."""
         req_id, to, flags, result = ctrl[1], ctrl[2], ctrl[3], ctrl[4]
         waiting = self.spawn_waiters.pop(req_id, None)
-        if type(result) is Pid and flags & C.SPAWN_REPLY_LINKED:
-            conn.links.add((to, result))
+        if waiting is None or waiting[0] != to or waiting[1] != conn.peer:
+            return  # no request of ours (or a reply on another connection)
         proc = self.node.local(to)
-        if type(result) is Pid and flags & C.SPAWN_REPLY_MONITORED:
-            conn.monitors[req_id] = (to, result)
-            if proc is not None:
-                proc.add_monitor(req_id, result)  # its DOWN names the new pid
+        if type(result) is Pid:
+            if flags & C.SPAWN_REPLY_LINKED:
+                if proc is not None:
+                    proc.add_link(result)
+                    conn.links.add((to, result))
+                else:
+                    conn.send((C.PAYLOAD_EXIT, to, result), NOPROC)
+            if flags & C.SPAWN_REPLY_MONITORED:
+                if proc is not None:
+                    proc.add_monitor(req_id, result)  # its DOWN names the new pid
+                    conn.monitors[req_id] = (to, result)
+                else:
+                    conn.send((C.DEMONITOR_P, to, result, req_id))
         elif proc is not None:
             proc.pop_monitor(req_id)
-        if waiting is not None:
-            self.node.send(waiting[0], (Atom("spawn_reply"), req_id, Atom("ok") if type(result) is Pid else Atom("error"), result))
+        self.node.send(to, (Atom("spawn_reply"), req_id, Atom("ok") if type(result) is Pid else Atom("error"), result))
 
     def spawn_remote(self, requester: Process, peer: Atom, target: str, args: list[Term], *, link: bool, monitor: bool) -> Ref:
         module, _, function = target.partition(":")
