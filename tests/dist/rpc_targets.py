@@ -16,3 +16,10 @@ def double(x: int) -> int:
 def echo(*args: Term) -> list[Term]:
     """Spawned or called with any arguments."""
     return list(args)
+
+
+def tell(name: Term, msg: Term) -> None:
+    """Send `msg` to the process registered as `name` here (casts' target)."""
+    from beamish import send
+
+    send(name, msg)

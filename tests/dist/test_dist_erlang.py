@@ -458,6 +458,28 @@ async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: E
 
 
 @pytest.mark.beamish(name=py_name())
+async def test_erlang_casts_here_and_spawning_a_missing_function_exits_undef(erl: ErlNode) -> None:
+    """rpc:cast and erpc:cast (erpc:execute_cast via spawn_request) run an
+    allowed function; spawning a function the allowed module lacks gives a
+    pid that exits `{undef, [MFA]}`, as an Erlang node answers."""
+    m = "'tests.dist.rpc_targets'"
+    me = await start_node(erl, rpc_allow=["tests.dist.rpc_targets"], spawn_allow=["tests.dist.rpc_targets"])
+    beamish.register("inbox", beamish.self())
+    code = (
+        f"true = rpc:cast('{me}', {m}, tell, [inbox, {{via, rpc}}]), "
+        f"ok = erpc:cast('{me}', {m}, tell, [inbox, {{via, erpc}}]), "
+        f"R = erlang:spawn_request('{me}', {m}, nosuch, [1], [monitor]), "
+        "Res = receive {spawn_reply, R, ok, P} -> receive {'DOWN', R, process, P, Why} -> Why "
+        "after 5000 -> no_down end; {spawn_reply, R, error, E} -> {error, E} after 5000 -> timeout end, "
+        "io:format(\"~p~n\", [Res]), halt()."
+    )
+    out = await erl_run(code, erl.cookie)
+    assert out.strip() == "{undef,[{'tests.dist.rpc_targets',nosuch,[1],[]}]}"
+    await assert_receive(("via", "rpc"), timeout=5)
+    await assert_receive(("via", "erpc"), timeout=5)
+
+
+@pytest.mark.beamish(name=py_name())
 async def test_two_beamish_nodes_and_an_erlang_node_in_one_cluster(erl: ErlNode) -> None:
     me = await start_node(erl)
     other = py_name()

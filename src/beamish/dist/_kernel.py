@@ -26,6 +26,7 @@ from ..process import Exit, Process, _current
 from ..terms import Atom, Pid, Ref, Term
 from . import control as C
 from ._allow import REFUSED, AllowList, Missing
+from ._allow import UNDEF as UNDEFINED
 from . import epmd, etf, framing, handshake
 from . import flags as F
 from .tls import TlsOptions
@@ -730,14 +731,29 @@ class Kernel:
         conn.send((C.SPAWN_REPLY, req_id, requester, flags, pid))
 
     def _spawn_body(self, module: str, function: str, args: list[Term]) -> Callable[[], object] | None:
+        """What a peer's SPAWN_REQUEST runs: erpc's call and cast (which
+        check `rpc_allow`), an allow-listed function, or, for a function an
+        allow-listed module lacks, a process that exits `{undef, [MFA]}`, as
+        an Erlang node answers `spawn(Node, M, Missing, A)`. None: refused
+        (`notsup`)."""
         if (module, function) == ("erpc", "execute_call") and len(args) == 4:
             tag, m, f, a = args
             return lambda: self._erpc_execute(tag, str(m), str(f), a)
+        if (module, function) == ("erpc", "execute_cast") and len(args) == 3:
+            # erpc:cast and, since OTP 23, rpc:cast: spawn_request(..., [{reply, no}]).
+            m, f, a = args
+            return lambda: self._erpc_cast(str(m), str(f), a)
         fn = self.spawn_allow.lookup(module, function)
         if fn is REFUSED:
             log.warning("refused a spawn of %s:%s from a peer: not in spawn_allow", module, function)
-        if isinstance(fn, Missing):
             return None
+        if fn is UNDEFINED:
+            undef: Term = (UNDEF, [(Atom(module), Atom(function), args, [])])
+
+            def missing() -> None:
+                raise Exit(undef)
+
+            return missing
         return lambda: fn(*args)
 
     async def _erpc_execute(self, tag: Term, module: str, function: str, args: Term) -> None:
@@ -746,6 +762,13 @@ class Kernel:
         if outcome[0] == "return":
             raise Exit((tag, Atom("return"), outcome[1]))
         raise Exit((tag, Atom("error"), outcome[1], []))
+
+    async def _erpc_cast(self, module: str, function: str, args: Term) -> None:
+        """erpc:execute_cast/3: nobody waits for the outcome; a failure ends
+        the process with erpc's `{exception, {Reason, Stack}}`."""
+        outcome = await self.apply(module, function, args)
+        if outcome[0] == "error":
+            raise Exit((Atom("exception"), (outcome[1], [])))
 
     async def apply(self, module: str, function: str, args: Term) -> tuple[str, Term]:
         """Run an allow-listed `module.function(*args)`: ("return", value) or
