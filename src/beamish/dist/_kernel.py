@@ -40,10 +40,6 @@ NODEDOWN: Final = Atom("nodedown")
 EMPTY: Final = Atom("")
 UNDEF: Final = Atom("undef")
 _NO_PAYLOAD: Final = object()
-HELLO: Final = Atom("beamish_peer")
-"""The name a beamish node sends its first message to on a new connection.
-An Erlang node drops it (no process has that name); a beamish node learns
-that the peer is beamish and decodes its str and bytes apart."""
 
 
 @dataclass
@@ -102,9 +98,9 @@ class Connection:
         self.watched: dict[Ref, tuple[Pid, Atom | None]] = {}
         self.unlink_ids = itertools.count(1)
         self.reader: asyncio.Task[None] | None = None
-        # Whether the peer announced itself as a beamish node (see `HELLO`):
+        # Whether the peer is a beamish node (its handshake flags say so):
         # then its binaries decode as str and its BIT_BINARY-8 as bytes.
-        self.beamish = False
+        self.beamish = bool(flags & F.BEAMISH)
         # The last send-type control message each way, encoded and decoded:
         # a stream of messages from one process to one process or name
         # repeats it frame after frame, and the codec is most of the cost.
@@ -203,9 +199,6 @@ class Connection:
 
     def _reg_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
         # REG_SEND {6, From, _, ToName}: unknown names drop the message, as in Erlang.
-        if ctrl[3] == HELLO:
-            self.beamish = True
-            return
         proc = self.node.names.get(ctrl[3])
         if proc is not None:
             proc.deliver_at_once(msg)
@@ -448,7 +441,6 @@ class Kernel:
         )
         conn = Connection(self, peer, result.peer_flags, result.peer_creation, stream)
         self.conns[peer] = conn
-        conn.send((C.REG_SEND, self._kernel_pid(), EMPTY, HELLO), (Atom("beamish"), 1))
         conn.reader = self.node.loop.create_task(conn.run())
         for action in self.queued.pop(peer, ()):
             action(conn)
