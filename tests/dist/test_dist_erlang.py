@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import subprocess
 from collections.abc import Iterator
 
@@ -342,6 +343,28 @@ async def test_calls_monitors_links_and_rpc_to_a_dead_node_fail_at_once() -> Non
     with pytest.raises(rpc.BadRpc) as bad:
         await rpc.call(erl.name, "erlang", "node", [], timeout=30)
     assert bad.value.reason == "nodedown"
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_a_peer_that_stops_answering_is_logged_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A frozen Erlang node (SIGSTOP): no tick for net_ticktime, and the
+    connection goes with one ERROR naming the node and the tick time, as
+    net_kernel's "** Node X not responding **"."""
+    import os
+    import signal
+
+    with erl_node("frozen") as erl:
+        await start_node(erl, ticktime=1.0)
+        dist.monitor_nodes(True)
+        assert await dist.ping(erl.name) == "pong"
+        os.kill(erl.proc.pid, signal.SIGSTOP)
+        try:
+            await assert_receive(("nodedown", Atom(erl.name)), timeout=10)
+        finally:
+            os.kill(erl.proc.pid, signal.SIGCONT)
+    lines = [r for r in caplog.records if r.name == "beamish.dist" and erl.name in r.getMessage()]
+    gone = [r for r in lines if "not responding" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelno == logging.ERROR and "1.0 s" in gone[0].getMessage()
 
 
 # --- rpc both ways ----------------------------------------------------------

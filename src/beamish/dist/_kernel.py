@@ -149,6 +149,14 @@ class Connection:
             logged = False
         except etf.DecodeError as exc:
             log.error("closing the connection to %s: malformed frame: %s", self.peer, exc)
+        except framing.TickTimeout:
+            # As net_kernel reports it: "** Node X not responding ** ** Removing
+            # (timedout) connection **", an error.
+            log.error(
+                "node %s not responding: nothing received for %s s (net_ticktime); removing the connection",
+                self.peer,
+                self.stream.ticktime,
+            )
         except (ConnectionError, asyncio.IncompleteReadError, framing.FrameError) as exc:
             log.info("connection to %s lost: %s", self.peer, exc)
         except asyncio.CancelledError:
