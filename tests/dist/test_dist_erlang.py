@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import subprocess
 from collections.abc import Iterator
 
@@ -317,6 +318,55 @@ async def test_node_death_gives_noconnection_and_nodedown() -> None:
             await rpc.call(erl.name, "erlang", "node", [], timeout=5)
 
 
+@pytest.mark.beamish(name=py_name())
+async def test_calls_monitors_links_and_rpc_to_a_dead_node_fail_at_once() -> None:
+    """As between two Erlang nodes: once a node is gone, every later signal
+    to it fails as soon as the connection attempt does (the timeouts below
+    are far longer than that: reaching one would be the bug)."""
+    with erl_node("gone") as erl:
+        await start_node(erl)
+        dist.monitor_nodes(True)
+        pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> ok end end).")
+        erl.proc.kill()
+        await assert_receive(("nodedown", Atom(erl.name)), timeout=10)
+    ref = beamish.monitor(pid)
+    await assert_receive(("DOWN", ref, "process", pid, "noconnection"), timeout=10)
+    beamish.process_flag("trap_exit", True)
+    beamish.link(pid)
+    await assert_receive(("EXIT", pid, "noconnection"), timeout=10)
+    with pytest.raises(beamish.Exit) as by_name:
+        await GenServer.call(("kv", erl.name), ("get", "k"), timeout=30)
+    assert by_name.value.reason == ("nodedown", Atom(erl.name))
+    with pytest.raises(beamish.Exit) as by_pid:
+        await GenServer.call(pid, ("get", "k"), timeout=30)
+    assert by_pid.value.reason == ("nodedown", Atom(erl.name))
+    with pytest.raises(rpc.BadRpc) as bad:
+        await rpc.call(erl.name, "erlang", "node", [], timeout=30)
+    assert bad.value.reason == "nodedown"
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_a_peer_that_stops_answering_is_logged_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A frozen Erlang node (SIGSTOP): no tick for net_ticktime, and the
+    connection goes with one ERROR naming the node and the tick time, as
+    net_kernel's "** Node X not responding **"."""
+    import os
+    import signal
+
+    with erl_node("frozen") as erl:
+        await start_node(erl, ticktime=1.0)
+        dist.monitor_nodes(True)
+        assert await dist.ping(erl.name) == "pong"
+        os.kill(erl.proc.pid, signal.SIGSTOP)
+        try:
+            await assert_receive(("nodedown", Atom(erl.name)), timeout=10)
+        finally:
+            os.kill(erl.proc.pid, signal.SIGCONT)
+    lines = [r for r in caplog.records if r.name == "beamish.dist" and erl.name in r.getMessage()]
+    gone = [r for r in lines if "not responding" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelno == logging.ERROR and "1.0 s" in gone[0].getMessage()
+
+
 # --- rpc both ways ----------------------------------------------------------
 
 
@@ -334,6 +384,23 @@ async def test_erlang_rpc_calls_allowed_python_and_is_refused_otherwise(erl: Erl
     assert lines[1] == "1024.0"
     assert lines[2].startswith("{badrpc,{'EXIT',{undef")  # not allow-listed: as if undefined
     assert lines[3].startswith("{badrpc,{'EXIT',{{python,'ValueError'")
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_an_allowed_module_exposes_its_own_functions_not_its_imports(erl: ErlNode) -> None:
+    """tests/dist/rpc_targets.py imports subprocess.getoutput: allowing the
+    module must not let Erlang run a shell command through it."""
+    me = await start_node(erl, rpc_allow=["tests.dist.rpc_targets"], spawn_allow=["tests.dist.rpc_targets"])
+    m = "'tests.dist.rpc_targets'"
+    code = (
+        f"io:format(\"~p~n~p~n~p~n\", [rpc:call('{me}', {m}, double, [21]), "
+        f"rpc:call('{me}', {m}, getoutput, [<<\"echo pwned\">>]), "
+        f"catch erpc:call('{me}', {m}, getoutput, [<<\"echo pwned\">>])]), halt()."
+    )
+    lines = (await erl_run(code, erl.cookie)).split("\n")
+    assert lines[0] == "42"
+    assert lines[1].startswith("{badrpc,{'EXIT',{undef")
+    assert lines[2].startswith("{'EXIT',{{exception,undef")
 
 
 @pytest.mark.beamish(name=py_name())
@@ -376,6 +443,21 @@ def test_a_restarted_node_never_receives_messages_for_its_old_incarnation(erl: E
     assert beamish.run(second, name=name) == b"for me"
 
 
+@pytest.mark.beamish(name=py_name())
+async def test_a_remote_spawn_with_link_is_atomic(erl: ErlNode) -> None:
+    """As `spawn_link(Node, erlang, exit, [boom])` between two Erlang nodes:
+    the requester (not trapping exits) dies with `boom`, every time, however
+    the spawn reply and the exit signal race."""
+
+    async def spawner() -> None:
+        await dist.spawn(erl.name, "erlang:exit", Atom("boom"), link=True)
+        await beamish.receive()  # until the link's exit ends us
+
+    await start_node(erl)
+    for _ in range(20):
+        assert await wait_for_exit(beamish.spawn(spawner), timeout=5) == "boom"
+
+
 def greet(name: bytes) -> None:
     """Spawned here by an Erlang node (allow-listed in the test below)."""
     beamish.send("inbox", ("hello", name))
@@ -396,6 +478,28 @@ async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: E
     out = await erl_run(code, erl.cookie)
     assert out.strip() == f"{{{{ok,'{me}'}},normal,notsup}}"
     await assert_receive(("hello", b"erl"), timeout=5)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_casts_here_and_spawning_a_missing_function_exits_undef(erl: ErlNode) -> None:
+    """rpc:cast and erpc:cast (erpc:execute_cast via spawn_request) run an
+    allowed function; spawning a function the allowed module lacks gives a
+    pid that exits `{undef, [MFA]}`, as an Erlang node answers."""
+    m = "'tests.dist.rpc_targets'"
+    me = await start_node(erl, rpc_allow=["tests.dist.rpc_targets"], spawn_allow=["tests.dist.rpc_targets"])
+    beamish.register("inbox", beamish.self())
+    code = (
+        f"true = rpc:cast('{me}', {m}, tell, [inbox, {{via, rpc}}]), "
+        f"ok = erpc:cast('{me}', {m}, tell, [inbox, {{via, erpc}}]), "
+        f"R = erlang:spawn_request('{me}', {m}, nosuch, [1], [monitor]), "
+        "Res = receive {spawn_reply, R, ok, P} -> receive {'DOWN', R, process, P, Why} -> Why "
+        "after 5000 -> no_down end; {spawn_reply, R, error, E} -> {error, E} after 5000 -> timeout end, "
+        "io:format(\"~p~n\", [Res]), halt()."
+    )
+    out = await erl_run(code, erl.cookie)
+    assert out.strip() == "{undef,[{'tests.dist.rpc_targets',nosuch,[1],[]}]}"
+    await assert_receive(("via", "rpc"), timeout=5)
+    await assert_receive(("via", "erpc"), timeout=5)
 
 
 @pytest.mark.beamish(name=py_name())

@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
 
+from beamish import dist
 from beamish.dist import cookie, flags, handshake
 
 Acceptor = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -106,6 +108,35 @@ def test_garbage_closes_that_connection_only(garbage: bytes) -> None:
         server.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["evil@h\nERROR beamish.dist: forged line", "x" * 250 + "@" + "h" * 10, "no-at-sign", "@h", "tab\t@h"],
+    ids=["newline", "over-255-bytes", "no-at", "empty-alive", "tab"],
+)
+@pytest.mark.beamish(name=f"{unique_name('hs')}@{HOST}")
+@pytest.mark.interop
+async def test_a_bad_peer_name_is_refused_with_one_clean_line(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    ensure_epmd()
+    secret = new_cookie()
+    await dist.start(cookie=secret)
+    loop = asyncio.get_running_loop()
+    errors: list[object] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    caplog.clear()
+    r, w = await asyncio.open_connection("127.0.0.1", dist.kernel().port)
+    try:
+        with pytest.raises(handshake.HandshakeError):
+            await handshake.handshake_out(r, w, name=name, cookie=secret, flags=flags.ADVERTISED, creation=1, timeout=5)
+        await asyncio.wait_for(r.read(), 5)  # the node closed it
+    finally:
+        w.close()
+        loop.set_exception_handler(None)
+    lines = [rec for rec in caplog.records if rec.name == "beamish.dist"]
+    assert len(lines) == 1 and lines[0].exc_info is None, [rec.getMessage() for rec in lines]
+    assert "\n" not in lines[0].getMessage() and "refused a connection" in lines[0].getMessage()
+    assert errors == [] and dist.nodes() == []
 
 
 def test_simultaneous_connect_the_greater_name_keeps_its_own() -> None:

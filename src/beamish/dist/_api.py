@@ -49,7 +49,11 @@ async def start(
     with EPMD, and accept and make connections authenticated by `cookie`
     (default: `BEAMISH_COOKIE`, then `~/.erlang.cookie`, as Erlang). With
     `tls`, every connection runs over TLS (`beamish.dist.tls`), as Erlang's
-    `-proto_dist inet_tls`."""
+    `-proto_dist inet_tls`.
+
+    `rpc_allow` and `spawn_allow` name what peers may run here: a module
+    (the functions it defines or lists in `__all__`, not what it imports)
+    or one `"module:function"`."""
     node = current().node
     if node.extensions.get(_KEY) is not None:
         raise RuntimeError(f"{node.name} is already distributed")
@@ -155,8 +159,7 @@ async def spawn(
     _, _, status, result = msg
     if status != "ok":
         raise Exit(result)
-    if link:
-        proc.add_link(result)
+    # The link, if asked for, was set up with the reply (Kernel.spawn_reply).
     return (result, ref) if monitor else result
 
 

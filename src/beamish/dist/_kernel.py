@@ -11,10 +11,9 @@ imports this module.
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib
 import itertools
 import logging
+import reprlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from ..node import Node
 from ..process import Exit, Process, _current
 from ..terms import Atom, Pid, Ref, Term
 from . import control as C
+from ._allow import REFUSED, AllowList, Missing
+from ._allow import UNDEF as UNDEFINED
 from . import epmd, etf, framing, handshake
 from . import flags as F
 from .tls import TlsOptions
@@ -33,15 +34,12 @@ from .tls import TlsOptions
 log = logging.getLogger("beamish.dist")
 
 NOCONNECTION: Final = Atom("noconnection")
+NOPROC: Final = Atom("noproc")
 NODEUP: Final = Atom("nodeup")
 NODEDOWN: Final = Atom("nodedown")
 EMPTY: Final = Atom("")
 UNDEF: Final = Atom("undef")
 _NO_PAYLOAD: Final = object()
-HELLO: Final = Atom("beamish_peer")
-"""The name a beamish node sends its first message to on a new connection.
-An Erlang node drops it (no process has that name); a beamish node learns
-that the peer is beamish and decodes its str and bytes apart."""
 
 
 @dataclass
@@ -100,9 +98,9 @@ class Connection:
         self.watched: dict[Ref, tuple[Pid, Atom | None]] = {}
         self.unlink_ids = itertools.count(1)
         self.reader: asyncio.Task[None] | None = None
-        # Whether the peer announced itself as a beamish node (see `HELLO`):
+        # Whether the peer is a beamish node (its handshake flags say so):
         # then its binaries decode as str and its BIT_BINARY-8 as bytes.
-        self.beamish = False
+        self.beamish = bool(flags & F.BEAMISH)
         # The last send-type control message each way, encoded and decoded:
         # a stream of messages from one process to one process or name
         # repeats it frame after frame, and the codec is most of the cost.
@@ -144,17 +142,30 @@ class Connection:
     # --- receiving ----------------------------------------------------------
 
     async def run(self) -> None:
-        reason: Term = NOCONNECTION
+        # One log line per lost connection: the reason, here or in connection_down.
+        logged = True
         try:
             await self.stream.serve(self.dispatch)
+            logged = False
         except etf.DecodeError as exc:
             log.error("closing the connection to %s: malformed frame: %s", self.peer, exc)
+        except framing.TickTimeout:
+            # As net_kernel reports it: "** Node X not responding ** ** Removing
+            # (timedout) connection **", an error.
+            log.error(
+                "node %s not responding: nothing received for %s s (net_ticktime); removing the connection",
+                self.peer,
+                self.stream.ticktime,
+            )
         except (ConnectionError, asyncio.IncompleteReadError, framing.FrameError) as exc:
             log.info("connection to %s lost: %s", self.peer, exc)
         except asyncio.CancelledError:
-            pass
+            logged = False
+        except Exception:
+            # A bug of ours, not the peer's: still one connection, not the node.
+            log.exception("closing the connection to %s: a frame could not be handled", self.peer)
         finally:
-            self.kernel.connection_down(self, reason)
+            self.kernel.connection_down(self, NOCONNECTION, logged=logged)
 
     def dispatch(self, frame: bytes) -> None:
         if not frame or frame[0] != C.PASS_THROUGH:
@@ -166,7 +177,11 @@ class Connection:
         else:
             ctrl, offset = decode(frame, 1)
             if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
-                raise etf.DecodeError(f"control message is not an operation tuple: {ctrl!r}")
+                raise etf.DecodeError(f"control message is not an operation tuple: {reprlib.repr(ctrl)}")
+            try:
+                C.check(ctrl, self.peer)
+            except ValueError as exc:
+                raise etf.DecodeError(f"malformed control message: {exc}") from None
             if ctrl[0] in _REPEATING:
                 self._got_ctrl, self._got_ctrl_bytes = ctrl, bytes(frame[1:offset])
         op = ctrl[0]
@@ -175,14 +190,10 @@ class Connection:
             payload, offset = decode(frame, offset)
         if offset != len(frame):
             raise etf.DecodeError(f"{len(frame) - offset} trailing bytes after {C.name_of(op)}", offset)
-        handler = _HANDLERS.get(op)
-        if handler is None:
-            log.warning("ignoring %s from %s", C.name_of(op), self.peer)
-            return
         try:
-            handler(self, ctrl, payload)
+            _HANDLERS[op](self, ctrl, payload)
         except (ValueError, TypeError, IndexError) as exc:
-            raise etf.DecodeError(f"malformed {C.name_of(op)} {ctrl!r}: {exc}") from None
+            raise etf.DecodeError(f"malformed {C.name_of(op)} {reprlib.repr(ctrl)}: {exc}") from None
 
     # Each handler gets the control tuple and the payload (None if none).
 
@@ -196,9 +207,6 @@ class Connection:
 
     def _reg_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
         # REG_SEND {6, From, _, ToName}: unknown names drop the message, as in Erlang.
-        if ctrl[3] == HELLO:
-            self.beamish = True
-            return
         proc = self.node.names.get(ctrl[3])
         if proc is not None:
             proc.deliver_at_once(msg)
@@ -213,7 +221,7 @@ class Connection:
         proc = self.node.local(local)
         if proc is None:
             # The peer's process links to a dead one: it gets an exit with noproc.
-            self.send((C.PAYLOAD_EXIT, local, remote), Atom("noproc"))
+            self.send((C.PAYLOAD_EXIT, local, remote), NOPROC)
             return
         proc.add_link(remote)
         self.links.add((local, remote))
@@ -259,7 +267,7 @@ class Connection:
             name = Atom(target)
             proc = self.node.names.get(name)
         if proc is None:
-            self.send((C.PAYLOAD_MONITOR_P_EXIT, target, watcher, ref), Atom("noproc"))
+            self.send((C.PAYLOAD_MONITOR_P_EXIT, target, watcher, ref), NOPROC)
             return
         proc.add_watcher(ref, watcher)
         self.watched[ref] = (proc.pid, name)
@@ -331,13 +339,16 @@ class Kernel:
             raise ValueError(f"a distributed node needs a name like 'py@127.0.0.1', not {node.name!r}")
         self.node = node
         self.options = options
+        self.rpc_allow = AllowList(options.rpc_allow)
+        self.spawn_allow = AllowList(options.spawn_allow)
         self.conns: dict[Atom, Connection] = {}
         self.connecting: dict[Atom, asyncio.Task[Connection | None]] = {}
         # Frames addressed to a node while its connection is being set up.
         self.queued: dict[Atom, list[Callable[[Connection], None]]] = {}
         self.node_subscribers: dict[Pid, int] = {}
         self.node_watchers: dict[Atom, dict[Pid, int]] = {}
-        # Our SPAWN_REQUESTs awaiting their SPAWN_REPLY: ref -> (requester, peer).
+        # Our SPAWN_REQUESTs awaiting their SPAWN_REPLY: ref -> (requester, peer);
+        # the reply sets up the link or monitor it asked for.
         self.spawn_waiters: dict[Ref, tuple[Pid, Atom]] = {}
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
@@ -438,7 +449,6 @@ class Kernel:
         )
         conn = Connection(self, peer, result.peer_flags, result.peer_creation, stream)
         self.conns[peer] = conn
-        conn.send((C.REG_SEND, self._kernel_pid(), EMPTY, HELLO), (Atom("beamish"), 1))
         conn.reader = self.node.loop.create_task(conn.run())
         for action in self.queued.pop(peer, ()):
             action(conn)
@@ -449,7 +459,9 @@ class Kernel:
         log.info("%s connected to %s", self.node.name, peer)
         return conn
 
-    def connection_down(self, conn: Connection, reason: Term) -> None:
+    def connection_down(self, conn: Connection, reason: Term, *, logged: bool = False) -> None:
+        """Forget `conn`: its links and monitors fire `noconnection`, node
+        monitors get `nodedown`. `logged`: the cause was logged already."""
         if not conn.alive:
             return
         conn.alive = False
@@ -476,7 +488,8 @@ class Kernel:
             node.send(pid, (NODEDOWN, conn.peer))
         for pid in list(self.node_watchers.pop(conn.peer, {})):
             node.send(pid, (NODEDOWN, conn.peer))
-        log.info("%s lost its connection to %s (%s)", node.name, conn.peer, reason)
+        if not logged:
+            log.info("%s lost its connection to %s (%s)", node.name, conn.peer, reason)
 
     async def connect(self, peer: str) -> Connection | None:
         """Connect to `peer` (or return the existing connection)."""
@@ -521,6 +534,11 @@ class Kernel:
                 refused = isinstance(exc, handshake.HandshakeError) and not isinstance(exc, handshake.Unreachable)
                 level = logging.WARNING if refused else logging.INFO
                 log.log(level, "%s could not connect to %s: %s", self.node.name, peer, exc)
+        except asyncio.CancelledError:
+            # The node is leaving: what waited for this connection fails now.
+            self.connecting.pop(peer, None)
+            self._connect_failed(peer)
+            raise
         finally:
             self.connecting.pop(peer, None)
         if result is None:
@@ -530,8 +548,12 @@ class Kernel:
 
     def _connect_failed(self, peer: Atom) -> None:
         """Signals queued for an unreachable node: sends are dropped, links
-        and monitors fire with `noconnection`, as in Erlang."""
-        self.queued.pop(peer, None)
+        and monitors fire with `noconnection`, a call waiting on one fails
+        at once, as in Erlang (a send to a node that cannot be reached is
+        lost; a monitor's DOWN and a link's EXIT say `noconnection`)."""
+        for action in self.queued.pop(peer, ()):
+            if isinstance(action, _OnFail):
+                action.fail()
         for pid in list(self.node_watchers.pop(peer, {})):
             self.node.send(pid, (NODEDOWN, peer))
 
@@ -547,16 +569,7 @@ class Kernel:
         if on_fail is not None:
             self.queued[peer].append(_OnFail(on_fail))
         if peer not in self.connecting:
-            task = self.node.loop.create_task(self._connect(peer))
-            self.connecting[peer] = task
-            task.add_done_callback(functools.partial(self._after_connect, peer=peer))
-
-    def _after_connect(self, task: asyncio.Task[Connection | None], *, peer: Atom) -> None:
-        if task.cancelled() or task.result() is None:
-            pending = self.queued.pop(peer, [])
-            for action in pending:
-                if isinstance(action, _OnFail):
-                    action.fail()
+            self.connecting[peer] = self.node.loop.create_task(self._connect(peer))
 
     def nodes(self) -> list[Atom]:
         return sorted(self.conns)
@@ -718,16 +731,29 @@ class Kernel:
         conn.send((C.SPAWN_REPLY, req_id, requester, flags, pid))
 
     def _spawn_body(self, module: str, function: str, args: list[Term]) -> Callable[[], object] | None:
+        """What a peer's SPAWN_REQUEST runs: erpc's call and cast (which
+        check `rpc_allow`), an allow-listed function, or, for a function an
+        allow-listed module lacks, a process that exits `{undef, [MFA]}`, as
+        an Erlang node answers `spawn(Node, M, Missing, A)`. None: refused
+        (`notsup`)."""
         if (module, function) == ("erpc", "execute_call") and len(args) == 4:
             tag, m, f, a = args
             return lambda: self._erpc_execute(tag, str(m), str(f), a)
-        target = f"{module}:{function}"
-        if target not in self.options.spawn_allow:
-            log.warning("refused a spawn of %s from a peer: not in spawn_allow", target)
+        if (module, function) == ("erpc", "execute_cast") and len(args) == 3:
+            # erpc:cast and, since OTP 23, rpc:cast: spawn_request(..., [{reply, no}]).
+            m, f, a = args
+            return lambda: self._erpc_cast(str(m), str(f), a)
+        fn = self.spawn_allow.lookup(module, function)
+        if fn is REFUSED:
+            log.warning("refused a spawn of %s:%s from a peer: not in spawn_allow", module, function)
             return None
-        fn = _resolve(module, function)
-        if fn is None:
-            return None
+        if fn is UNDEFINED:
+            undef: Term = (UNDEF, [(Atom(module), Atom(function), args, [])])
+
+            def missing() -> None:
+                raise Exit(undef)
+
+            return missing
         return lambda: fn(*args)
 
     async def _erpc_execute(self, tag: Term, module: str, function: str, args: Term) -> None:
@@ -737,14 +763,20 @@ class Kernel:
             raise Exit((tag, Atom("return"), outcome[1]))
         raise Exit((tag, Atom("error"), outcome[1], []))
 
+    async def _erpc_cast(self, module: str, function: str, args: Term) -> None:
+        """erpc:execute_cast/3: nobody waits for the outcome; a failure ends
+        the process with erpc's `{exception, {Reason, Stack}}`."""
+        outcome = await self.apply(module, function, args)
+        if outcome[0] == "error":
+            raise Exit((Atom("exception"), (outcome[1], [])))
+
     async def apply(self, module: str, function: str, args: Term) -> tuple[str, Term]:
         """Run an allow-listed `module.function(*args)`: ("return", value) or
         ("error", erlang_reason)."""
-        if not self._allowed(module, function) or not isinstance(args, list):
+        fn = self.rpc_allow.lookup(module, function)
+        if fn is REFUSED:
             log.warning("refused an rpc of %s:%s from a peer: not in rpc_allow", module, function)
-            return ("error", UNDEF)
-        fn = _resolve(module, function)
-        if fn is None:
+        if isinstance(fn, Missing) or not isinstance(args, list):
             return ("error", UNDEF)
         try:
             result = fn(*args)
@@ -754,24 +786,35 @@ class Kernel:
             return ("error", wire_reason(exc))
         return ("return", result)
 
-    def _allowed(self, module: str, function: str) -> bool:
-        allow = self.options.rpc_allow
-        return module in allow or f"{module}:{function}" in allow
-
     def spawn_reply(self, conn: Connection, ctrl: tuple[Term, ...]) -> None:
+        """SPAWN_REPLY: the link and the monitor take effect here, in the
+        callback that decoded the reply, before the connection's next frame
+        (which may be the new process's exit), as erts sets them up with
+        the reply (dist.c, DOP_SPAWN_REPLY). A requester that died
+        meanwhile leaves no link or monitor behind: the new process gets an
+        exit (`noproc`, where erts sends the requester's own reason) and
+        the monitor is taken back."""
         req_id, to, flags, result = ctrl[1], ctrl[2], ctrl[3], ctrl[4]
         waiting = self.spawn_waiters.pop(req_id, None)
-        if type(result) is Pid and flags & C.SPAWN_REPLY_LINKED:
-            conn.links.add((to, result))
+        if waiting is None or waiting[0] != to or waiting[1] != conn.peer:
+            return  # no request of ours (or a reply on another connection)
         proc = self.node.local(to)
-        if type(result) is Pid and flags & C.SPAWN_REPLY_MONITORED:
-            conn.monitors[req_id] = (to, result)
-            if proc is not None:
-                proc.add_monitor(req_id, result)  # its DOWN names the new pid
+        if type(result) is Pid:
+            if flags & C.SPAWN_REPLY_LINKED:
+                if proc is not None:
+                    proc.add_link(result)
+                    conn.links.add((to, result))
+                else:
+                    conn.send((C.PAYLOAD_EXIT, to, result), NOPROC)
+            if flags & C.SPAWN_REPLY_MONITORED:
+                if proc is not None:
+                    proc.add_monitor(req_id, result)  # its DOWN names the new pid
+                    conn.monitors[req_id] = (to, result)
+                else:
+                    conn.send((C.DEMONITOR_P, to, result, req_id))
         elif proc is not None:
             proc.pop_monitor(req_id)
-        if waiting is not None:
-            self.node.send(waiting[0], (Atom("spawn_reply"), req_id, Atom("ok") if type(result) is Pid else Atom("error"), result))
+        self.node.send(to, (Atom("spawn_reply"), req_id, Atom("ok") if type(result) is Pid else Atom("error"), result))
 
     def spawn_remote(self, requester: Process, peer: Atom, target: str, args: list[Term], *, link: bool, monitor: bool) -> Ref:
         module, _, function = target.partition(":")
@@ -842,15 +885,3 @@ class _OnFail:
 
     def __call__(self, conn: Connection) -> None:
         pass
-
-
-def _resolve(module: str, function: str) -> Callable[..., object] | None:
-    """`module.function`, importing `module` (which an allow-list named)."""
-    if function.startswith("_"):
-        return None
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    fn = getattr(mod, function, None)
-    return fn if callable(fn) else None

@@ -63,7 +63,7 @@ rather than lose an entry silently.
 ## str and bytes between two beamish nodes
 
 Erlang has one binary type, Python two. When the dist layer knows the peer
-is a beamish node it passes `beamish_peer=True` to both sides: `str` is sent
+is a beamish node (its handshake flags include `flags.BEAMISH`) it passes `beamish_peer=True` to both sides: `str` is sent
 as a BINARY and `bytes` as a BIT_BINARY whose last byte has all 8 bits used
 (or, when empty, a BIT_BINARY of 0 bytes and 0 bits). Erlang reads both as the
 ordinary binary they are (`=:=` holds, verified against OTP 25), so Erlang

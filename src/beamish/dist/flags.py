@@ -47,6 +47,16 @@ SPAWN: Final = 1 << 32  # SPAWN_REQUEST / SPAWN_REPLY
 NAME_ME: Final = 1 << 33  # dynamic node names
 V4_NC: Final = 1 << 34  # 64-bit pid/port node-local ids (V4_PORT_EXT)
 ALIAS: Final = 1 << 35  # ALIAS_SEND
+BEAMISH: Final = 1 << 63
+"""Not an OTP flag: set by a beamish node, so that another beamish node keeps
+its str and bytes apart (`etf`'s "str and bytes"). A peer that does not know
+it drops it: OTP's `dist_util:adjust_flags/2` is `ThisFlags band OtherFlags`,
+and a minimal client reads no more flags than it needs. It is said in the
+handshake, where capabilities belong, instead of in a message nobody asked
+for (beamish used to open every connection with a REG_SEND to
+`beamish_peer`, which strict clients such as erldistpy take as a protocol
+error). OTP allocates its flags upward from bit 0; the top bit is the last it
+will reach."""
 
 MANDATORY_25: Final = (
     EXTENDED_REFERENCES
@@ -78,6 +88,7 @@ ADVERTISED: Final = (
     | MANDATORY_25_DIGEST
     | SPAWN
     | ALIAS
+    | BEAMISH
 )
 """What beamish offers. Not offered: ATOM_CACHE and DIST_HDR_ATOM_CACHE (we
 send every frame pass-through, so peers send us pass-through too),

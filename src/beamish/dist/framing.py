@@ -42,7 +42,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Final, cast
 
-__all__ = ["FrameError", "FrameStream"]
+__all__ = ["FrameError", "FrameStream", "TickTimeout"]
 
 _LEN: Final = struct.Struct(">I")
 TICK: Final = b"\x00\x00\x00\x00"
@@ -50,6 +50,10 @@ TICK: Final = b"\x00\x00\x00\x00"
 
 class FrameError(ConnectionError):
     """The peer sent an oversized frame or stopped ticking."""
+
+
+class TickTimeout(FrameError):
+    """Nothing, not even a tick, came from the peer for `ticktime` seconds."""
 
 
 class FrameStream:
@@ -137,7 +141,8 @@ class FrameStream:
         arrived is collected chunk by chunk and joined once.
 
         Raises:
-            FrameError: an oversized frame, or the peer stopped ticking.
+            FrameError: an oversized frame; TickTimeout, a FrameError, when
+                the peer stopped ticking.
             Exception: whatever `on_frame` raised (the connection is closed
                 first and no later frame is handed over).
         """
@@ -170,7 +175,7 @@ class FrameStream:
             transport.resume_reading()
         await protocol.done
         if self._timed_out:
-            raise FrameError(f"no data for {self.ticktime} s (net_tick_timeout)")
+            raise TickTimeout(f"no data for {self.ticktime} s (net_tick_timeout)")
 
     async def frames(self) -> AsyncIterator[bytes]:
         """The frames received, ticks left out, as an async iterator (for

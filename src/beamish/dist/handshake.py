@@ -55,6 +55,7 @@ __all__ = ["HandshakeError", "HandshakeResult", "Unreachable", "accept", "handsh
 log = logging.getLogger("beamish.dist")
 
 MAX_MESSAGE = 1024  # handshake messages are small: names are at most 255 bytes
+MAX_NAME = 255  # a node name is an atom: erts refuses longer ones (MAX_ATOM_CHARACTERS)
 
 
 class HandshakeError(ConnectionError):
@@ -109,9 +110,14 @@ def _parse_name_msg(msg: bytes, with_challenge: bool) -> tuple[int, int, int, st
         rest = msg[15:]
     if nlen != len(rest) or nlen == 0:
         raise HandshakeError("bad node name length in handshake")
+    if nlen > MAX_NAME:
+        raise HandshakeError(f"node name of {nlen} bytes (at most {MAX_NAME})")
     name = rest.decode(errors="strict")
-    if "@" not in name:
-        raise HandshakeError(f"bad node name {name!r}")
+    # The name goes into log lines and becomes an atom: a newline in it
+    # would forge a line of our log.
+    alive, at, host = name.partition("@")
+    if not (alive and at and host and name.isprintable()):
+        raise HandshakeError(f"bad node name {name[:64]!r}")
     return flags, challenge, creation, name
 
 

@@ -4,7 +4,9 @@
 on `node` and returns what it returned; it works the same against Erlang,
 Elixir and beamish nodes. A beamish node runs only what its `rpc_allow`
 list names (empty by default): `beamish.dist.start(rpc_allow=["math"])` lets
-`:rpc.call(:"py@host", :math, :sqrt, [16.0])` return `4.0`.
+`:rpc.call(:"py@host", :math, :sqrt, [16.0])` return `4.0`. A module entry
+exposes the functions the module defines or lists in `__all__`, not what it
+imports; `"module:function"` exposes one function (`beamish.dist._allow`).
 
 >>> import beamish
 >>> from beamish.dist import rpc
