@@ -74,6 +74,29 @@ def test_distribution_never_imports_the_cluster_services_or_apps() -> None:
     assert not offenders, offenders
 
 
+# What a Process record and the node's tables offer only to the core. The
+# wire reaches processes through Node's methods for it (`deliver_from_remote`,
+# `link_from_remote`, `monitor_from_remote`...: ergo's CoreRouter).
+CORE_INTERNALS = {
+    "procs", "names", "mailbox", "deliver", "deliver_at_once", "run_now", "add_link",
+    "remove_link", "add_watcher", "remove_watcher", "add_monitor", "pop_monitor", "trap_exit",
+}
+
+
+def test_the_wire_reaches_the_core_only_through_its_declared_interface() -> None:
+    offenders = []
+    for name, path in modules():
+        if layer_of(name) not in ("beamish.dist", "beamish.cluster"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in CORE_INTERNALS:
+                offenders.append(f"{name}:{node.lineno} uses .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and any(a.name == "Process" for a in node.names) and (node.module or "").endswith("process"):
+                offenders.append(f"{name}:{node.lineno} imports Process")
+    assert not offenders, offenders
+
+
 def test_the_core_imports_no_web_framework_or_third_party_package() -> None:
     allowed_third_party = {"uvloop"}  # optional, imported only when installed
     offenders = []

@@ -574,6 +574,77 @@ class Node:
         elif watcher.node is not self.name and self.dist is not None:
             self.dist.down(target, watcher, ref, reason)
 
+    # --- signals from other nodes: the distribution layer's way in -------------
+    # The wire reaches processes only through these methods (ergo's CoreRouter):
+    # `dist/` never touches a Process record nor the node's tables
+    # (tests/test_layout.py checks), so the core may change them freely.
+
+    def deliver_from_remote(self, to: Pid, msg: Term) -> None:
+        """A message off the wire for the local pid `to` (SEND): an idle
+        behaviour handles it at once, so its reply can leave in the same loop
+        turn (`Process.deliver_at_once`); for a pid that is gone, it is
+        dropped, as in Erlang."""
+        proc = self.local(to)
+        if proc is not None:
+            proc.deliver_at_once(msg)
+
+    def deliver_by_name_from_remote(self, name: str, msg: Term) -> None:
+        """A message off the wire for the local name `name` (REG_SEND), as
+        `deliver_from_remote`; for a name nobody has, dropped, as in Erlang."""
+        proc = self.names.get(name)
+        if proc is not None:
+            proc.deliver_at_once(msg)
+
+    def link_from_remote(self, local: Pid, remote: Pid) -> bool:
+        """Record the link between the local process `local` and a process of
+        another node (its LINK, or a linked spawn's reply). False: `local` is
+        gone, and the peer's process must get an exit with `noproc`."""
+        proc = self.local(local)
+        if proc is None:
+            return False
+        proc.add_link(remote)
+        return True
+
+    def unlink_from_remote(self, local: Pid, remote: Pid) -> None:
+        """A process of another node removed its link to `local` (UNLINK)."""
+        proc = self.local(local)
+        if proc is not None:
+            proc.remove_link(remote)
+
+    def monitor_from_remote(self, watcher: Pid, target: Pid | str, ref: Ref) -> Pid | None:
+        """A process of another node monitors the local `target`, a pid or a
+        registered name (MONITOR_P): the pid it watches, or None when there
+        is no such process (the peer then gets a DOWN with `noproc`)."""
+        proc = self.local(target) if isinstance(target, Pid) else self.names.get(target)
+        if proc is None:
+            return None
+        proc.add_watcher(ref, watcher)
+        return proc.pid
+
+    def demonitor_from_remote(self, local: Pid, ref: Ref) -> None:
+        """A remote watcher's monitor `ref` of `local` is gone (DEMONITOR_P,
+        or its connection closed)."""
+        proc = self.local(local)
+        if proc is not None:
+            proc.remove_watcher(ref)
+
+    def adopt_monitor(self, watcher: Pid, ref: Ref, target: Pid | tuple[Term, ...]) -> bool:
+        """Record on the local `watcher` its monitor `ref` of a remote
+        `target` that the wire set up (a monitored spawn: its DOWN names the
+        new pid). False: `watcher` is gone."""
+        proc = self.local(watcher)
+        if proc is None:
+            return False
+        proc.add_monitor(ref, target)
+        return True
+
+    def forget_monitor(self, watcher: Pid, ref: Ref) -> None:
+        """Drop the local `watcher`'s record of monitor `ref` (a spawn that
+        failed, so nothing was monitored)."""
+        proc = self.local(watcher)
+        if proc is not None:
+            proc.pop_monitor(ref)
+
 
 # --- the synchronous entry point ----------------------------------------------
 

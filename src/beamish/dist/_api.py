@@ -151,7 +151,7 @@ async def spawn(
     `Exit` with the peer's error (`notsup` when not allowed, `noconnection`).
     """
     proc = current()
-    ref = kernel().spawn_remote(proc, Atom(peer), target, list(args), link=link, monitor=monitor)
+    ref = kernel().spawn_remote(proc.pid, Atom(peer), target, list(args), link=link, monitor=monitor)
     try:
         msg = await receive(lambda m: type(m) is tuple and len(m) == 4 and m[0] == "spawn_reply" and m[1] == ref, timeout)
     except TimeoutError:

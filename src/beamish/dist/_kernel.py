@@ -1,45 +1,44 @@
-"""The distribution controller: connections to other nodes and the control
-messages that carry sends, links, monitors, exits and spawns across them.
+"""The distribution controller: a node's listener, its EPMD registration,
+and its connections to other nodes.
 
 `Kernel` implements the core's `Distribution` protocol (`beamish.node`): the
 core calls it, fire-and-forget, whenever a signal is addressed to another
-node; each `Connection` turns incoming control messages back into calls on
-the core (`Node.send`, `signal_exit`, `signal_down`...). The core never
-imports this module.
+node, and it picks (or makes) the `Connection` to that node
+(`dist._connection`). What a node answers for its peers (net_kernel, rex,
+erpc, spawn requests) is `dist._services`. The core never imports this
+module.
+
+>>> from beamish.dist._kernel import Options
+>>> Options(cookie="secret").listen
+'127.0.0.1'
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import reprlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from .. import _gen
-from .._gen import reply
+from .._atoms import NOCONNECTION, NODEDOWN, NOPROC
 from ..node import Node
-from ..process import Exit, Process, _current
 from ..terms import Atom, Pid, Ref, Term
 from . import control as C
-from ._allow import REFUSED, AllowList, Missing
-from ._allow import UNDEF as UNDEFINED
 from . import epmd, etf, framing, handshake
 from . import flags as F
+from ._allow import AllowList
+from ._connection import Connection, wire_reason
+from ._services import Services
 from .tls import TlsOptions
+
+__all__: list[str] = []  # private: `beamish.dist` is the public face
 
 log = logging.getLogger("beamish.dist")
 
-NOCONNECTION: Final = Atom("noconnection")
-NOPROC: Final = Atom("noproc")
 NODEUP: Final = Atom("nodeup")
-NODEDOWN: Final = Atom("nodedown")
 EMPTY: Final = Atom("")
-UNDEF: Final = Atom("undef")
-_NO_PAYLOAD: Final = object()
 
 
 @dataclass
@@ -59,277 +58,6 @@ class Options:
     tls: TlsOptions | None = None
 
 
-def wire_reason(reason: Term) -> Term:
-    """An exit reason as Erlang expects it. Python code writes reasons as
-    strings (`"normal"`, `"kill"`, `("shutdown", x)`), which the core treats
-    as atoms; on the wire a str reason (or the str tag of a tuple reason)
-    becomes an atom, so Erlang sees `kill`, not `<<"kill">>`. A Python
-    exception becomes `{python, 'ExceptionType', <<"message">>}` (its
-    traceback stays in this node's log)."""
-    if isinstance(reason, BaseException):
-        return (Atom("python"), Atom(type(reason).__name__[:255]), str(reason).encode())
-    if type(reason) is str and len(reason) <= 255:
-        return Atom(reason)
-    if type(reason) is tuple and reason and type(reason[0]) is str and len(reason[0]) <= 255:
-        return (Atom(reason[0]), *reason[1:])
-    return reason
-
-
-_REPEATING: Final = frozenset({C.SEND, C.REG_SEND, C.SEND_SENDER})
-"""Control messages that repeat unchanged while one process sends to another."""
-
-
-class Connection:
-    """One established connection to a peer node."""
-
-    def __init__(self, kernel: Kernel, peer: Atom, flags: int, creation: int, stream: framing.FrameStream) -> None:
-        self.kernel = kernel
-        self.node = kernel.node
-        self.peer = peer
-        self.flags = flags
-        self.creation = creation
-        self.stream = stream
-        self.alive = True
-        # Links between a local and a peer process, as (local, remote).
-        self.links: set[tuple[Pid, Pid]] = set()
-        # Monitors held by local watchers on peer targets: ref -> (watcher, target).
-        self.monitors: dict[Ref, tuple[Pid, Term]] = {}
-        # Monitors held by peer watchers on local processes: ref -> (local pid, name or None).
-        self.watched: dict[Ref, tuple[Pid, Atom | None]] = {}
-        self.unlink_ids = itertools.count(1)
-        self.reader: asyncio.Task[None] | None = None
-        # Whether the peer is a beamish node (its handshake flags say so):
-        # then its binaries decode as str and its BIT_BINARY-8 as bytes.
-        self.beamish = bool(flags & F.BEAMISH)
-        # The last send-type control message each way, encoded and decoded:
-        # a stream of messages from one process to one process or name
-        # repeats it frame after frame, and the codec is most of the cost.
-        self._sent_ctrl: tuple[Term, ...] | None = None
-        self._sent_ctrl_bytes = b""
-        self._got_ctrl_bytes = b""
-        self._got_ctrl: tuple[Term, ...] = ()
-        limits = kernel.options.limits
-        self._decode_plain = etf.PrefixDecoder(limits=limits)
-        self._decode_beamish = etf.PrefixDecoder(limits=limits, beamish_peer=True)
-
-    def __repr__(self) -> str:
-        return f"<Connection {self.node.name} -> {self.peer}>"
-
-    # --- sending ------------------------------------------------------------
-
-    def send(self, ctrl: tuple[Term, ...], payload: Term = _NO_PAYLOAD) -> None:
-        if not self.alive:
-            return
-        # Always the beamish encoding: Erlang reads it as the ordinary terms
-        # they are, and a beamish peer keeps str and bytes apart.
-        if ctrl[0] in _REPEATING and ctrl == self._sent_ctrl:
-            head = self._sent_ctrl_bytes
-        else:
-            head = etf.encode(ctrl, beamish_peer=True)
-            if ctrl[0] in _REPEATING:
-                self._sent_ctrl, self._sent_ctrl_bytes = ctrl, head
-        if payload is _NO_PAYLOAD:
-            self.stream.write_frame(b"\x70" + head)
-        else:
-            self.stream.write_frame(b"".join((b"\x70", head, etf.encode(payload, beamish_peer=True))))
-
-    def monitor(self, watcher: Pid, down_as: Term, wire_target: Term, ref: Ref) -> None:
-        """`watcher` monitors `wire_target` (a pid or a name) on the peer;
-        its DOWN will name `down_as`."""
-        self.monitors[ref] = (watcher, down_as)
-        self.send((C.MONITOR_P, watcher, wire_target, ref))
-
-    # --- receiving ----------------------------------------------------------
-
-    async def run(self) -> None:
-        # One log line per lost connection: the reason, here or in connection_down.
-        logged = True
-        try:
-            await self.stream.serve(self.dispatch)
-            logged = False
-        except etf.DecodeError as exc:
-            log.error("closing the connection to %s: malformed frame: %s", self.peer, exc)
-        except framing.TickTimeout:
-            # As net_kernel reports it: "** Node X not responding ** ** Removing
-            # (timedout) connection **", an error.
-            log.error(
-                "node %s not responding: nothing received for %s s (net_ticktime); removing the connection",
-                self.peer,
-                self.stream.ticktime,
-            )
-        except (ConnectionError, asyncio.IncompleteReadError, framing.FrameError) as exc:
-            log.info("connection to %s lost: %s", self.peer, exc)
-        except asyncio.CancelledError:
-            logged = False
-        except Exception:
-            # A bug of ours, not the peer's: still one connection, not the node.
-            log.exception("closing the connection to %s: a frame could not be handled", self.peer)
-        finally:
-            self.kernel.connection_down(self, NOCONNECTION, logged=logged)
-
-    def dispatch(self, frame: bytes) -> None:
-        if not frame or frame[0] != C.PASS_THROUGH:
-            raise etf.DecodeError(f"unsupported frame header {bytes(frame[:1])!r} (no atom cache was agreed)")
-        decode = self._decode_beamish if self.beamish else self._decode_plain
-        known = self._got_ctrl_bytes
-        if known and frame.startswith(known, 1):
-            ctrl, offset = self._got_ctrl, 1 + len(known)
-        else:
-            ctrl, offset = decode(frame, 1)
-            if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
-                raise etf.DecodeError(f"control message is not an operation tuple: {reprlib.repr(ctrl)}")
-            try:
-                C.check(ctrl, self.peer)
-            except ValueError as exc:
-                raise etf.DecodeError(f"malformed control message: {exc}") from None
-            if ctrl[0] in _REPEATING:
-                self._got_ctrl, self._got_ctrl_bytes = ctrl, bytes(frame[1:offset])
-        op = ctrl[0]
-        payload: Term = None
-        if op in C.WITH_PAYLOAD:
-            payload, offset = decode(frame, offset)
-        if offset != len(frame):
-            raise etf.DecodeError(f"{len(frame) - offset} trailing bytes after {C.name_of(op)}", offset)
-        try:
-            _HANDLERS[op](self, ctrl, payload)
-        except (ValueError, TypeError, IndexError) as exc:
-            raise etf.DecodeError(f"malformed {C.name_of(op)} {reprlib.repr(ctrl)}: {exc}") from None
-
-    # Each handler gets the control tuple and the payload (None if none).
-
-    def _send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
-        # SEND {2, _, To} / SEND_TT / SEND_SENDER {22, From, To} / SEND_SENDER_TT
-        to = ctrl[2]
-        if type(to) is Pid:
-            proc = self.node.local(to)
-            if proc is not None:
-                proc.deliver_at_once(msg)
-
-    def _reg_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
-        # REG_SEND {6, From, _, ToName}: unknown names drop the message, as in Erlang.
-        proc = self.node.names.get(ctrl[3])
-        if proc is not None:
-            proc.deliver_at_once(msg)
-
-    def _alias_send(self, ctrl: tuple[Term, ...], msg: Term) -> None:
-        alias = ctrl[2]
-        if type(alias) is Ref:
-            self.node.send_alias(alias, msg)
-
-    def _link(self, ctrl: tuple[Term, ...], _: Term) -> None:
-        remote, local = ctrl[1], ctrl[2]
-        proc = self.node.local(local)
-        if proc is None:
-            # The peer's process links to a dead one: it gets an exit with noproc.
-            self.send((C.PAYLOAD_EXIT, local, remote), NOPROC)
-            return
-        proc.add_link(remote)
-        self.links.add((local, remote))
-
-    def _unlink_id(self, ctrl: tuple[Term, ...], _: Term) -> None:
-        uid, remote, local = ctrl[1], ctrl[2], ctrl[3]
-        proc = self.node.local(local)
-        if proc is not None:
-            proc.remove_link(remote)
-        self.links.discard((local, remote))
-        self.send((C.UNLINK_ID_ACK, uid, local, remote))
-
-    def _unlink_legacy(self, ctrl: tuple[Term, ...], _: Term) -> None:
-        remote, local = ctrl[1], ctrl[2]
-        proc = self.node.local(local)
-        if proc is not None:
-            proc.remove_link(remote)
-        self.links.discard((local, remote))
-
-    def _ignore(self, ctrl: tuple[Term, ...], _: Term) -> None:
-        pass
-
-    def _exit(self, ctrl: tuple[Term, ...], payload: Term) -> None:
-        # EXIT {3, From, To, Reason} / EXIT_TT {13, From, To, Token, Reason} / PAYLOAD_EXIT(_TT)
-        op = ctrl[0]
-        reason = payload if op in (C.PAYLOAD_EXIT, C.PAYLOAD_EXIT_TT) else ctrl[-1]
-        remote, local = ctrl[1], ctrl[2]
-        self.links.discard((local, remote))
-        self.node.signal_exit(remote, local, reason, True)
-
-    def _exit2(self, ctrl: tuple[Term, ...], payload: Term) -> None:
-        op = ctrl[0]
-        reason = payload if op in (C.PAYLOAD_EXIT2, C.PAYLOAD_EXIT2_TT) else ctrl[-1]
-        self.node.signal_exit(ctrl[1], ctrl[2], reason, False)
-
-    def _monitor(self, ctrl: tuple[Term, ...], _: Term) -> None:
-        watcher, target, ref = ctrl[1], ctrl[2], ctrl[3]
-        name: Atom | None = None
-        proc: Process | None
-        if type(target) is Pid:
-            proc = self.node.local(target)
-        else:
-            name = Atom(target)
-            proc = self.node.names.get(name)
-        if proc is None:
-            self.send((C.PAYLOAD_MONITOR_P_EXIT, target, watcher, ref), NOPROC)
-            return
-        proc.add_watcher(ref, watcher)
-        self.watched[ref] = (proc.pid, name)
-
-    def _demonitor(self, ctrl: tuple[Term, ...], _: Term) -> None:
-        ref = ctrl[3]
-        entry = self.watched.pop(ref, None)
-        if entry is not None:
-            proc = self.node.local(entry[0])
-            if proc is not None:
-                proc.remove_watcher(ref)
-
-    def _monitor_exit(self, ctrl: tuple[Term, ...], payload: Term) -> None:
-        op = ctrl[0]
-        reason = payload if op == C.PAYLOAD_MONITOR_P_EXIT else ctrl[4]
-        target, watcher, ref = ctrl[1], ctrl[2], ctrl[3]
-        self.monitors.pop(ref, None)
-        if type(target) is not Pid:
-            target = (target, self.peer)  # a name monitor: the core reports {name, node}
-        self.node.signal_down(watcher, ref, target, reason)
-
-    def _spawn_request(self, ctrl: tuple[Term, ...], args: Term) -> None:
-        self.kernel.spawn_request(self, ctrl, args)
-
-    def _spawn_reply(self, ctrl: tuple[Term, ...], _: Term) -> None:
-        self.kernel.spawn_reply(self, ctrl)
-
-
-_HANDLERS: Final[dict[int, Callable[[Connection, tuple[Term, ...], Term], None]]] = {
-    C.SEND: Connection._send,
-    C.SEND_TT: Connection._send,
-    C.SEND_SENDER: Connection._send,
-    C.SEND_SENDER_TT: Connection._send,
-    C.REG_SEND: Connection._reg_send,
-    C.REG_SEND_TT: Connection._reg_send,
-    C.ALIAS_SEND: Connection._alias_send,
-    C.ALIAS_SEND_TT: Connection._alias_send,
-    C.LINK: Connection._link,
-    C.UNLINK: Connection._unlink_legacy,
-    C.UNLINK_ID: Connection._unlink_id,
-    C.UNLINK_ID_ACK: Connection._ignore,
-    C.NODE_LINK: Connection._ignore,
-    C.GROUP_LEADER: Connection._ignore,
-    C.EXIT: Connection._exit,
-    C.EXIT_TT: Connection._exit,
-    C.PAYLOAD_EXIT: Connection._exit,
-    C.PAYLOAD_EXIT_TT: Connection._exit,
-    C.EXIT2: Connection._exit2,
-    C.EXIT2_TT: Connection._exit2,
-    C.PAYLOAD_EXIT2: Connection._exit2,
-    C.PAYLOAD_EXIT2_TT: Connection._exit2,
-    C.MONITOR_P: Connection._monitor,
-    C.DEMONITOR_P: Connection._demonitor,
-    C.MONITOR_P_EXIT: Connection._monitor_exit,
-    C.PAYLOAD_MONITOR_P_EXIT: Connection._monitor_exit,
-    C.SPAWN_REQUEST: Connection._spawn_request,
-    C.SPAWN_REQUEST_TT: Connection._spawn_request,
-    C.SPAWN_REPLY: Connection._spawn_reply,
-    C.SPAWN_REPLY_TT: Connection._spawn_reply,
-}
-
-
 class Kernel:
     """A node's distribution: its listener, EPMD registration, connections,
     and the `net_kernel` and `rex` processes Erlang nodes talk to."""
@@ -339,8 +67,7 @@ class Kernel:
             raise ValueError(f"a distributed node needs a name like 'py@127.0.0.1', not {node.name!r}")
         self.node = node
         self.options = options
-        self.rpc_allow = AllowList(options.rpc_allow)
-        self.spawn_allow = AllowList(options.spawn_allow)
+        self.services = Services(node, AllowList(options.rpc_allow), AllowList(options.spawn_allow))
         self.conns: dict[Atom, Connection] = {}
         self.connecting: dict[Atom, asyncio.Task[Connection | None]] = {}
         # Frames addressed to a node while its connection is being set up.
@@ -375,8 +102,7 @@ class Kernel:
         self.embedded_epmd = await epmd.ensure(epmd_port=self.options.epmd_port)
         self.epmd = await epmd.register(alive, self.port, epmd_port=self.options.epmd_port)
         self.node.dist = self
-        self.node.spawn(self._net_kernel, (), link_to=None, name="net_kernel", initial_call="net_kernel")
-        self.node.spawn(self._rex, (), link_to=None, name="rex", initial_call="rex")
+        self.services.start()
 
     async def shutdown(self) -> None:
         await self.stop()
@@ -474,9 +200,7 @@ class Kernel:
         for ref, (watcher, target) in conn.monitors.items():
             node.signal_down(watcher, ref, target, NOCONNECTION)
         for ref, (local, _) in conn.watched.items():
-            proc = node.local(local)
-            if proc is not None:
-                proc.remove_watcher(ref)
+            node.demonitor_from_remote(local, ref)
         for ref, (waiter, peer) in list(self.spawn_waiters.items()):
             if peer == conn.peer:
                 del self.spawn_waiters[ref]
@@ -699,92 +423,7 @@ class Kernel:
         else:
             watchers.pop(pid, None)
 
-    # --- spawn and rpc on behalf of peers -----------------------------------
-
-    def spawn_request(self, conn: Connection, ctrl: tuple[Term, ...], args: Term) -> None:
-        req_id, requester, mfa, opts = ctrl[1], ctrl[2], ctrl[4], ctrl[5]
-        module, function, arity = mfa
-        options = set()
-        for opt in opts if isinstance(opts, list) else []:
-            options.add(opt if isinstance(opt, str) else opt[0] if isinstance(opt, tuple) and opt else None)
-        link = "link" in options
-        monitor = "monitor" in options
-        if not isinstance(args, list) or len(args) != arity:
-            conn.send((C.SPAWN_REPLY, req_id, requester, 0, Atom("badarg")))
-            return
-        body = self._spawn_body(str(module), str(function), args)
-        if body is None:
-            conn.send((C.SPAWN_REPLY, req_id, requester, 0, Atom("notsup")))
-            return
-        pid = self.node.spawn(body, (), link_to=None, name=None, initial_call=f"{module}:{function}/{arity}")
-        proc = self.node.local(pid)
-        flags = 0
-        if proc is not None:
-            if link:
-                proc.add_link(requester)
-                conn.links.add((pid, requester))
-                flags |= C.SPAWN_REPLY_LINKED
-            if monitor:
-                proc.add_watcher(req_id, requester)
-                conn.watched[req_id] = (pid, None)
-                flags |= C.SPAWN_REPLY_MONITORED
-        conn.send((C.SPAWN_REPLY, req_id, requester, flags, pid))
-
-    def _spawn_body(self, module: str, function: str, args: list[Term]) -> Callable[[], object] | None:
-        """What a peer's SPAWN_REQUEST runs: erpc's call and cast (which
-        check `rpc_allow`), an allow-listed function, or, for a function an
-        allow-listed module lacks, a process that exits `{undef, [MFA]}`, as
-        an Erlang node answers `spawn(Node, M, Missing, A)`. None: refused
-        (`notsup`)."""
-        if (module, function) == ("erpc", "execute_call") and len(args) == 4:
-            tag, m, f, a = args
-            return lambda: self._erpc_execute(tag, str(m), str(f), a)
-        if (module, function) == ("erpc", "execute_cast") and len(args) == 3:
-            # erpc:cast and, since OTP 23, rpc:cast: spawn_request(..., [{reply, no}]).
-            m, f, a = args
-            return lambda: self._erpc_cast(str(m), str(f), a)
-        fn = self.spawn_allow.lookup(module, function)
-        if fn is REFUSED:
-            log.warning("refused a spawn of %s:%s from a peer: not in spawn_allow", module, function)
-            return None
-        if fn is UNDEFINED:
-            undef: Term = (UNDEF, [(Atom(module), Atom(function), args, [])])
-
-            def missing() -> None:
-                raise Exit(undef)
-
-            return missing
-        return lambda: fn(*args)
-
-    async def _erpc_execute(self, tag: Term, module: str, function: str, args: Term) -> None:
-        """erpc:execute_call/4 as Erlang runs it: the outcome is the exit reason."""
-        outcome = await self.apply(module, function, args)
-        if outcome[0] == "return":
-            raise Exit((tag, Atom("return"), outcome[1]))
-        raise Exit((tag, Atom("error"), outcome[1], []))
-
-    async def _erpc_cast(self, module: str, function: str, args: Term) -> None:
-        """erpc:execute_cast/3: nobody waits for the outcome; a failure ends
-        the process with erpc's `{exception, {Reason, Stack}}`."""
-        outcome = await self.apply(module, function, args)
-        if outcome[0] == "error":
-            raise Exit((Atom("exception"), (outcome[1], [])))
-
-    async def apply(self, module: str, function: str, args: Term) -> tuple[str, Term]:
-        """Run an allow-listed `module.function(*args)`: ("return", value) or
-        ("error", erlang_reason)."""
-        fn = self.rpc_allow.lookup(module, function)
-        if fn is REFUSED:
-            log.warning("refused an rpc of %s:%s from a peer: not in rpc_allow", module, function)
-        if isinstance(fn, Missing) or not isinstance(args, list):
-            return ("error", UNDEF)
-        try:
-            result = fn(*args)
-            if asyncio.iscoroutine(result):
-                result = await result
-        except Exception as exc:
-            return ("error", wire_reason(exc))
-        return ("return", result)
+    # --- spawns we request ----------------------------------------------------
 
     def spawn_reply(self, conn: Connection, ctrl: tuple[Term, ...]) -> None:
         """SPAWN_REPLY: the link and the monitor take effect here, in the
@@ -798,25 +437,23 @@ class Kernel:
         waiting = self.spawn_waiters.pop(req_id, None)
         if waiting is None or waiting[0] != to or waiting[1] != conn.peer:
             return  # no request of ours (or a reply on another connection)
-        proc = self.node.local(to)
+        node = self.node
         if type(result) is Pid:
             if flags & C.SPAWN_REPLY_LINKED:
-                if proc is not None:
-                    proc.add_link(result)
+                if node.link_from_remote(to, result):
                     conn.links.add((to, result))
                 else:
                     conn.send((C.PAYLOAD_EXIT, to, result), NOPROC)
             if flags & C.SPAWN_REPLY_MONITORED:
-                if proc is not None:
-                    proc.add_monitor(req_id, result)  # its DOWN names the new pid
+                if node.adopt_monitor(to, req_id, result):  # its DOWN names the new pid
                     conn.monitors[req_id] = (to, result)
                 else:
                     conn.send((C.DEMONITOR_P, to, result, req_id))
-        elif proc is not None:
-            proc.pop_monitor(req_id)
+        else:
+            node.forget_monitor(to, req_id)
         self.node.send(to, (Atom("spawn_reply"), req_id, Atom("ok") if type(result) is Pid else Atom("error"), result))
 
-    def spawn_remote(self, requester: Process, peer: Atom, target: str, args: list[Term], *, link: bool, monitor: bool) -> Ref:
+    def spawn_remote(self, requester: Pid, peer: Atom, target: str, args: list[Term], *, link: bool, monitor: bool) -> Ref:
         module, _, function = target.partition(":")
         ref = self.node.make_ref()
         opts: list[Term] = []
@@ -824,56 +461,22 @@ class Kernel:
             opts.append(Atom("link"))
         if monitor:
             opts.append(Atom("monitor"))
-            requester.add_monitor(ref, (EMPTY, peer))  # replaced by the pid on reply
-        self.spawn_waiters[ref] = (requester.pid, peer)
-        ctrl = (C.SPAWN_REQUEST, ref, requester.pid, requester.pid, (Atom(module), Atom(function), len(args)), opts)
+            self.node.adopt_monitor(requester, ref, (EMPTY, peer))  # replaced by the pid on reply
+        self.spawn_waiters[ref] = (requester, peer)
+        ctrl = (C.SPAWN_REQUEST, ref, requester, requester, (Atom(module), Atom(function), len(args)), opts)
 
         def fail() -> None:
             self.spawn_waiters.pop(ref, None)
-            self.node.send(requester.pid, (Atom("spawn_reply"), ref, Atom("error"), NOCONNECTION))
+            self.node.send(requester, (Atom("spawn_reply"), ref, Atom("error"), NOCONNECTION))
 
         self._with(peer, lambda c: c.send(ctrl, list(args)), fail)
         return ref
 
-    # --- net_kernel and rex -------------------------------------------------
-
     def _kernel_pid(self) -> Pid:
-        proc = self.node.names.get("net_kernel")
-        if proc is None:
+        pid = self.node.whereis("net_kernel")
+        if pid is None:
             raise RuntimeError("net_kernel is not running")
-        return proc.pid
-
-    async def _net_kernel(self) -> None:
-        """Answers `net_adm:ping` ('$gen_call' {is_auth, Node} -> yes)."""
-        from ..process import receive
-
-        while True:
-            msg = await receive()
-            match msg:
-                case ("$gen_call", (Pid() as pid, tag), ("is_auth", _)):
-                    reply((pid, tag), Atom("yes"))
-                case ("$gen_call", (Pid() as pid, tag), _):
-                    reply((pid, tag), Atom("ignored"))
-
-    async def _rex(self) -> None:
-        """Answers `rpc:call`'s legacy path: '$gen_call' {call, M, F, A, GL}."""
-        from ..process import receive
-
-        while True:
-            msg = await receive()
-            match msg:
-                case ("$gen_call", (Pid() as pid, tag), ("call", m, f, a, _)):
-                    self.node.spawn(self._rex_call, ((pid, tag), str(m), str(f), a), link_to=None, name=None)
-                case ("$gen_cast", ("cast", m, f, a, _)):
-                    self.node.spawn(self.apply, (str(m), str(f), a), link_to=None, name=None)
-
-    async def _rex_call(self, from_: tuple[Pid, Term], module: str, function: str, args: Term) -> None:
-        outcome = await self.apply(module, function, args)
-        if outcome[0] == "return":
-            reply(from_, outcome[1])
-        else:
-            reply(from_, (Atom("badrpc"), (Atom("EXIT"), (outcome[1], []))))
-
+        return pid
 
 class _OnFail:
     """A queued action that only runs when connecting fails."""
