@@ -15,7 +15,10 @@ distributed node until SIGINT/SIGTERM, then leaves the cluster cleanly.
 `beamish run my_app.application:MyApp --config config` boots a node, loads
 the configuration of `$BEAMISH_ENV` (or `--env`) from the directory, starts
 the application and its dependencies as permanent applications, and runs
-until SIGINT/SIGTERM, when it stops them, newest first, and exits 0. SIGHUP
+until SIGINT/SIGTERM, when it stops them, newest first, and exits 0; a
+signal that comes while it starts is served too (`beamish._os_signals`):
+SIGINT/SIGTERM cancel the boot where it waits and stop what had started,
+exit 0, as erl's SIGTERM is `init:stop()` at any time. SIGHUP
 reloads the configuration (`config_change` on what changed; an invalid file
 is logged and the running configuration kept). With `--name` the node is
 distributed too. A bad configuration stops boot with exit code 78 and the
@@ -35,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from . import application
+from ._os_signals import OS_SIGNALS
 from .config import ConfigError
 from .dist import _node_cli, local_cluster
 from .node import Node, _loop_factory
@@ -64,7 +68,6 @@ def _run(args: argparse.Namespace) -> int:
     import asyncio
     import importlib
     import os
-    import signal
 
     directory = args.config or ("config" if os.path.isdir("config") else None)
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -84,20 +87,14 @@ def _run(args: argparse.Namespace) -> int:
         cfg = application.load_config(directory, env=args.env)
         app = application.load(args.app)
         await application.ensure_all_started(app, "permanent")
-        loop = asyncio.get_running_loop()
-        stop, hup = asyncio.Event(), asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, hup.set)
-        # Only now: whoever waits for this line may signal us at once.
+        # Last: whoever waits for this line may count on the application.
         print(f"beamish: {app.name} started on {node.name} (env {cfg.env})", flush=True)
-        while not stop.is_set():
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
-            if hup.is_set() and not stop.is_set():
-                hup.clear()
+
+    async def serve() -> None:
+        # A stop during boot cancels it where it waits; what had started is
+        # stopped below, as `init:stop()` does whenever SIGTERM comes.
+        if await OS_SIGNALS.unless_stopped(boot()):
+            while await OS_SIGNALS.wait() == "hup":
                 try:
                     changed = await application.reload_config()
                 except ConfigError as exc:
@@ -109,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory(None)) as runner:
-            runner.run(node.run(boot))
+            runner.run(node.run(serve))
     except ConfigError as exc:
         print(f"beamish: {exc}", file=sys.stderr, flush=True)
         return 78  # EX_CONFIG
@@ -142,6 +139,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First, before anything slow: a SIGTERM, SIGINT or SIGHUP from here on
+    # is a request the subcommand serves, never a death or a traceback.
+    OS_SIGNALS.install()
     parser = argparse.ArgumentParser(prog="beamish", description="Erlang/OTP's process model in Python.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
