@@ -36,7 +36,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable
 from types import FrameType
-from typing import Literal
+from typing import BinaryIO, Literal, TextIO
 
 __all__ = ["OS_SIGNALS", "OsSignals"]
 
@@ -100,6 +100,19 @@ class OsSignals:
             self._scope = None
         return True
 
+    def request_stop(self) -> None:
+        """Ask for a stop as SIGTERM does (from the loop's thread)."""
+        self.stop_requested = True
+        if self._loop is not None:
+            self._wake()
+
+    async def stop_at_eof(self, pipe: TextIO | BinaryIO) -> None:
+        """From now on, the end of `pipe` (a parent's end of our stdin) is a
+        stop request too: a parent that dies, even by SIGKILL, closes its end,
+        which no signal of its own could be relied on to do."""
+        self._attach()
+        await asyncio.get_running_loop().connect_read_pipe(lambda: _StopAtEof(self), pipe)
+
     # --- internals
 
     def _attach(self) -> asyncio.Event:
@@ -125,6 +138,14 @@ class OsSignals:
             self._changed.set()
         if self.stop_requested and self._scope is not None and self._loop is not None:
             self._scope.reschedule(self._loop.time())
+
+
+class _StopAtEof(asyncio.Protocol):
+    def __init__(self, signals: OsSignals) -> None:
+        self._signals = signals
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._signals.request_stop()
 
 
 OS_SIGNALS = OsSignals()

@@ -8,7 +8,8 @@
 Each subcommand is an entry of `SUBCOMMANDS`: a help line, a function that
 adds its arguments, and the function that runs it (returning the exit code).
 `beamish cluster my_app.application:MyApp --nodes 2` runs one node per core
-(`beamish.dist.local_cluster`), restarting any that dies, until Ctrl-C.
+(`beamish.dist.local_cluster`), restarting any that dies, until Ctrl-C;
+killed, even by SIGKILL, it takes its nodes with it (`run --stop-on-eof`).
 `beamish node --name py@127.0.0.1 --cookie secret --rpc-allow math` runs a
 distributed node until SIGINT/SIGTERM, then leaves the cluster cleanly.
 
@@ -61,6 +62,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cookie", help="the cluster's cookie (with --name)")
     parser.add_argument("--listen", default="127.0.0.1", help="address for distribution (with --name; default: loopback)")
     parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at boot (with --name)")
+    parser.add_argument(
+        "--stop-on-eof",
+        action="store_true",
+        help="stop as on SIGTERM when stdin ends (a parent holding the other end takes the node with it when it dies)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"beamish: {app.name} started on {node.name} (env {cfg.env})", flush=True)
 
     async def serve() -> None:
+        if args.stop_on_eof:
+            await OS_SIGNALS.stop_at_eof(sys.stdin)
         # A stop during boot cancels it where it waits; what had started is
         # stopped below, as `init:stop()` does whenever SIGTERM comes.
         if await OS_SIGNALS.unless_stopped(boot()):
