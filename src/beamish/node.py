@@ -638,6 +638,7 @@ class _Watchdog:
 
 
 _RUNTIME_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+_PROCESS_FRAMES = frozenset({"_drain", "run_task", "_await_callback", "run_now"})
 
 
 def describe_blocker(frame: FrameType | None) -> str:
@@ -654,7 +655,9 @@ def describe_blocker(frame: FrameType | None) -> str:
     proc: object = None
     callback = None
     for f in chain:
-        local_self = f.f_locals.get("self") if f.f_code.co_name in ("_drain", "run_task", "_await_callback") else None
+        # The innermost of these frames names the process: `run_now` runs a
+        # server's callback in its caller's stack, and the callback is the server's.
+        local_self = f.f_locals.get("self") if f.f_code.co_name in _PROCESS_FRAMES else None
         if isinstance(local_self, Process):
             proc = local_self
             callback = None
