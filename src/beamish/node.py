@@ -222,6 +222,26 @@ class Node:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    def rename(self, name: str) -> None:
+        """Give a node that is not distributed the name `name` and a fresh
+        creation, for `beamish.dist.start(name=...)`.
+
+        Its live processes' pids and its aliases are renamed in place (their
+        hashes leave the node out, so every table holding them still finds
+        them); pids of dead processes keep the old name.
+
+        OTP: mirrors what `net_kernel:start/1` does to a running node: every
+        local pid is the new node's (`node(self())` changes at once).
+        """
+        if self.dist is not None:
+            raise RuntimeError(f"{self.name} is distributed: its name cannot change")
+        atom, creation = Atom(name), secrets.randbelow(0xFFFFFFFE) + 1
+        self.name, self.creation = atom, creation
+        for proc in self.procs.values():
+            proc.pid.node, proc.pid.creation = atom, creation
+        for alias in self.aliases:
+            alias.node, alias.creation = atom, creation
+
     # --- processes -----------------------------------------------------------
 
     def new_pid(self) -> Pid:
