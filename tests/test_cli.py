@@ -232,3 +232,28 @@ def test_sigterm_during_the_application_import_stops_before_booting() -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+# --- an application that cannot be imported ------------------------------------
+
+
+def test_a_cluster_of_a_module_that_does_not_exist_is_one_line_not_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "beamish", "cluster", "my_app.application:MyApp", "--nodes", "2"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"beamish: cannot import my_app.application: no module named 'my_app' here ({ROOT}) or on PYTHONPATH"
+    ]
+
+
+def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:
+    # `None` in sys.modules is how Python itself marks a module absent: the
+    # import raises ModuleNotFoundError as if pydantic were not installed.
+    code = "import sys; sys.modules['pydantic'] = None; from beamish.cli import main; sys.exit(main(['run', 'examples.my_app:MyApp']))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "beamish: cannot import examples.my_app: it needs pydantic, an optional dependency: pip install 'beamish[config]'"
+    ]

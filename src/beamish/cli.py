@@ -7,13 +7,13 @@
 
 Each subcommand is an entry of `SUBCOMMANDS`: a help line, a function that
 adds its arguments, and the function that runs it (returning the exit code).
-`beamish cluster my_app.application:MyApp --nodes 2` runs one node per core
+`beamish cluster examples.my_app:MyApp --nodes 2` runs one node per core
 (`beamish.dist.local_cluster`), restarting any that dies, until Ctrl-C;
 killed, even by SIGKILL, it takes its nodes with it (`run --stop-on-eof`).
 `beamish node --name py@127.0.0.1 --cookie secret --rpc-allow math` runs a
 distributed node until SIGINT/SIGTERM, then leaves the cluster cleanly.
 
-`beamish run my_app.application:MyApp --config config` boots a node, loads
+`beamish run examples.my_app:MyApp --config config` boots a node, loads
 the configuration of `$BEAMISH_ENV` (or `--env`) from the directory, starts
 the application and its dependencies as permanent applications, and runs
 until SIGINT/SIGTERM, when it stops them, newest first, and exits 0; a
@@ -24,7 +24,9 @@ reloads the configuration (`config_change` on what changed; an invalid file
 is logged and the running configuration kept). With `--name` the node is
 distributed too. A bad configuration stops boot with exit code 78 and the
 file, line and key; a permanent application that dies halts the node with
-exit code 1.
+exit code 1. An application module that cannot be imported (a missing
+optional dependency included: it names the extra to install) is one line
+on stderr and exit code 1.
 
 OTP: mirrors `erl -name ... -setcookie ...` for a node that only serves, and
 a release's boot (`bin/my_app start`) for `run`.
@@ -72,15 +74,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     """Boot a node with one application (and its dependencies) and serve."""
     import asyncio
-    import importlib
     import os
 
     directory = args.config or ("config" if os.path.isdir("config") else None)
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # import the app from here, as `python -m` would
     # Import the application's code before the node runs: an import holds the
     # event loop, and the lag watchdog would rightly complain about it.
-    importlib.import_module(args.app.partition(":")[0])
+    if not _imported(args.app):
+        return 1
     node = Node(args.name or "nonode@nohost")
 
     async def boot() -> None:
@@ -127,11 +127,45 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Optional dependencies, by the module a user's code imports: the extra to install.
+_EXTRAS = {"pydantic": "config", "uvloop": "uvloop"}
+
+
+def _imported(app: str) -> bool:
+    """Import the module of `app` ("module:Class") from the current directory,
+    as `python -m` would; when it cannot be, say why in one line."""
+    import importlib
+    import os
+
+    module = app.partition(":")[0]
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        top = missing.partition(".")[0]
+        if top in _EXTRAS:
+            why = f"it needs {top}, an optional dependency: pip install 'beamish[{_EXTRAS[top]}]'"
+        elif module == missing or module.startswith(missing + "."):
+            why = f"no module named {missing!r} here ({os.getcwd()}) or on PYTHONPATH"
+        else:
+            why = f"it needs {missing!r}, which is not installed"
+        print(f"beamish: cannot import {module}: {why}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    # Checked here, once: else each node would fail to boot and say so.
+    return local_cluster.main(args) if _imported(args.app) else 1
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "cluster": Subcommand(
         "run N local nodes of one application, supervised, until SIGINT/SIGTERM",
         local_cluster.add_arguments,
-        local_cluster.main,
+        _cluster,
     ),
     "run": Subcommand(
         "boot a node and run an application until SIGINT/SIGTERM (SIGHUP reloads its configuration)",
