@@ -14,12 +14,12 @@ features: `GenServer.call((name, node), ...)`, `dist.spawn`, `rpc`.
 ```python
 async def main():
     await dist.start()                      # the caller joins to use the nodes
-    async with LocalCluster("my_app.application:MyApp", nodes=2) as cluster:
+    async with LocalCluster("examples.my_app:MyApp", nodes=2, config="examples/my_app/config") as cluster:
         for node in cluster.nodes:
             await GenServer.call(("MyApp.Worker", node), ("process", "x"))
 ```
 
-From a shell, `beamish cluster my_app.application:MyApp --nodes 2` does the
+From a shell, `beamish cluster examples.my_app:MyApp --nodes 2` does the
 same until Ctrl-C, then stops every node cleanly. The nodes go with the
 process that started them, however it ends (SIGKILL, an OOM kill): each
 runs with `--stop-on-eof` and its stdin is a pipe from that process.
