@@ -198,6 +198,7 @@ def _run_until(line: str, app: str, stdin: int | None = None) -> subprocess.Pope
     proc = subprocess.Popen(
         [sys.executable, "-m", "beamish", "run", app],
         stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=dict(os.environ, HOLD_IMPORT="1"),
     )
     got = _line(proc)
     assert got == line, got

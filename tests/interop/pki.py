@@ -6,9 +6,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from beamish.dist import TlsOptions
+from tests.interop.erlang import require
 
-from .erlang import require
+from beamish.dist import TlsOptions
 
 
 @dataclass(frozen=True)
