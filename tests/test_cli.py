@@ -169,7 +169,7 @@ def test_run_halts_with_exit_code_1_when_its_permanent_application_dies() -> Non
     assert "node halted: ('application_terminated', 'fragile'" in err
 
 
-# --- signals while `beamish run` starts ----------------------------------------
+# --- signals while `beamish run` starts (beamish._os_signals) -----------------
 
 
 class Ready(beamish.Application):

@@ -80,6 +80,12 @@ class OsSignals:
             changed.clear()
             await changed.wait()
 
+    async def stopped(self) -> None:
+        """Wait for a stop request, for a command with nothing to reload:
+        SIGHUP is no reason for it to stop."""
+        while await self.wait() == "hup":
+            pass
+
     async def unless_stopped(self, work: Awaitable[None]) -> bool:
         """Await `work`, cancelled by a stop request (one already made
         included). True when it ran to its end, False when a stop ended it."""

@@ -64,8 +64,7 @@ def main(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         if await OS_SIGNALS.unless_stopped(start()):
-            while await OS_SIGNALS.wait() == "hup":
-                pass  # nothing to reload; SIGHUP is no reason to leave
+            await OS_SIGNALS.stopped()
         print(f"node {node.name} leaving the cluster", flush=True)
         await _api.stop()
 

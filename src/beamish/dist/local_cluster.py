@@ -288,8 +288,7 @@ def main(args: argparse.Namespace) -> int:
         # A stop while the nodes boot cancels the boot; the nodes started so
         # far see their stdin end with this process and stop on their own.
         if await OS_SIGNALS.unless_stopped(start()):
-            while await OS_SIGNALS.wait() == "hup":
-                pass  # nothing to reload here; SIGHUP is no reason to stop
+            await OS_SIGNALS.stopped()
         await cluster.stop()
         print("cluster stopped", flush=True)
 
