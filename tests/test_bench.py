@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 WORKLOADS = [
-    "floor_future_pingpong", "floor_deque", "spawn", "spawn_idle_memory", "genserver_idle_memory",
+    "floor_future_pingpong", "floor_deque", "floor_task_spawn", "spawn", "spawn_idle_memory", "genserver_idle_memory",
     "call", "cast", "ring", "fanout", "mailbox_drain_10", "selective_receive_skip_1000",
     "etf_encode_gen_call", "etf_decode_gen_call", "floor_tcp_pingpong", "remote_call", "remote_cast",
 ]
@@ -23,3 +23,4 @@ def test_quick_benchmarks_print_a_result_for_every_workload() -> None:
     missing = [w for w in WORKLOADS if w not in found]
     assert not missing, f"no RESULT line for {missing}:\n{done.stdout}"
     assert re.search(r"workload=call .* ratio=[0-9.]+", done.stdout)
+    assert re.search(r"workload=spawn .* floor=[0-9.]+ ratio=[0-9.]+", done.stdout)

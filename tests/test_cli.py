@@ -167,3 +167,94 @@ def test_run_halts_with_exit_code_1_when_its_permanent_application_dies() -> Non
     assert "beamish: fragile started" in out
     assert proc.returncode == 1, err
     assert "node halted: ('application_terminated', 'fragile'" in err
+
+
+# --- signals while `beamish run` starts (beamish._os_signals) -----------------
+
+
+class Ready(beamish.Application):
+    """Starts at once: what an orderly stop during SlowStart's start stops."""
+
+    name = "ready"
+
+    def start(self, start_type: object, args: object) -> beamish.Pid:
+        return beamish.spawn(beamish.receive)
+
+
+class SlowStart(beamish.Application):
+    """Its start says so, then never ends: the node is still starting."""
+
+    name = "slow_start"
+    applications = (Ready,)
+
+    async def start(self, start_type: object, args: object) -> beamish.Pid:
+        print("slow_start: starting", flush=True)
+        await beamish.receive()
+        raise AssertionError("unreachable: nothing is sent to the application master")
+
+
+def _run_until(line: str, app: str, stdin: int | None = None) -> subprocess.Popen[str]:
+    """`beamish run app`, once it has written `line`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beamish", "run", app],
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=dict(os.environ, HOLD_IMPORT="1"),
+    )
+    got = _line(proc)
+    assert got == line, got
+    return proc
+
+
+@pytest.mark.parametrize(
+    "signals", [(signal.SIGTERM,), (signal.SIGINT,), (signal.SIGHUP, signal.SIGTERM)], ids=["term", "int", "hup-term"]
+)
+def test_a_signal_while_an_application_starts_is_an_orderly_stop(signals: tuple[signal.Signals, ...]) -> None:
+    # erl: `kill -TERM` while -eval runs -> "SIGTERM received - shutting down", status 0.
+    proc = _run_until("slow_start: starting", "tests.test_cli:SlowStart")
+    try:
+        for sig in signals:
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert out == "beamish: stopped ready\n", out
+        assert "Traceback" not in err, err
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_sigterm_during_the_application_import_stops_before_booting() -> None:
+    proc = _run_until("cli_slow_import: importing", "tests.cli_slow_import:Quiet", stdin=subprocess.PIPE)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate("go on\n", timeout=30)
+        assert proc.returncode == 0, err
+        assert out == "beamish: stopped \n", out
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+# --- an application that cannot be imported ------------------------------------
+
+
+def test_a_cluster_of_a_module_that_does_not_exist_is_one_line_not_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "beamish", "cluster", "my_app.application:MyApp", "--nodes", "2"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"beamish: cannot import my_app.application: no module named 'my_app' here ({ROOT}) or on PYTHONPATH"
+    ]
+
+
+def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:
+    # `None` in sys.modules is how Python itself marks a module absent: the
+    # import raises ModuleNotFoundError as if pydantic were not installed.
+    code = "import sys; sys.modules['pydantic'] = None; from beamish.cli import main; sys.exit(main(['run', 'examples.my_app:MyApp']))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "beamish: cannot import examples.my_app: it needs pydantic, an optional dependency: pip install 'beamish[config]'"
+    ]

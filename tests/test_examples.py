@@ -22,6 +22,14 @@ EXPECTED: dict[str, list[str]] = {
         "crashed with valueerror('random processing error')",
         "processed_count after the restart: 1 (a fresh state)",
     ],
+    "distributed_example.py": [
+        "running as nonode@nohost",
+        "first process #pid<1.0 @worker_",
+        "connected to peer_",
+        "failed to connect to nobody_",
+        "@127.0.0.1: 4.0",
+        "which says: hello from peer_",
+    ],
     "event_logger.py": ["info: server started", "logs kept by eventlogger", "'warning': 1", "handlers: ['eventlogger', 'levelcounter']"],
 }
 

@@ -55,8 +55,9 @@ PUBLIC: dict[str, list[str]] = {
         "stop_supervised", "wait_for_exit",
     ],
     "beamish.dist": [
-        "LocalCluster", "TlsOptions", "connect", "disconnect", "is_alive", "kernel",
-        "monitor_node", "monitor_nodes", "node", "nodes", "ping", "run", "spawn", "start", "stop",
+        "LocalCluster", "TlsOptions", "connect", "disconnect", "get_cookie", "is_alive", "kernel",
+        "monitor_node", "monitor_nodes", "node", "nodes", "ping", "run", "set_cookie", "spawn",
+        "start", "stop",
     ],
     "beamish.dist.cookie": ["digest", "matches", "resolve"],
     "beamish.dist.epmd": ["EpmdError", "EpmdServer", "Registration", "ensure", "names", "port_please", "register"],

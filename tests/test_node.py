@@ -57,6 +57,28 @@ def test_watchdog_names_the_blocking_process(caplog: pytest.LogCaptureFixture) -
     assert "sleepy" in text and "blocker" in text and "blocked" in text
 
 
+class _SlowServer(beamish.GenServer):
+    def handle_call(self, request: Term, from_: beamish.From, state: Term) -> beamish.Reply:
+        time.sleep(0.3)  # deliberately blocking: the watchdog must report it
+        return beamish.Reply("done", state)
+
+
+def test_watchdog_names_the_server_whose_callback_runs_in_the_callers_stack(caplog: pytest.LogCaptureFixture) -> None:
+    # An idle local server handles a call in the caller's stack (Process.run_now):
+    # the blocking code is the server's, and so must be the name reported.
+    async def main() -> Term:
+        beamish.register("the_caller", beamish.self())
+        server = await _SlowServer.start_link(None, name="slow_server")
+        return await beamish.GenServer.call(server, "work")
+
+    with caplog.at_level(logging.WARNING, logger="beamish"):
+        assert beamish.run(main, lag_threshold=0.05) == "done"
+    warnings = [r.getMessage() for r in caplog.records if "so far by" in r.getMessage()]
+    assert warnings, [r.getMessage() for r in caplog.records]
+    assert "(slow_server) in _SlowServer.handle_call" in warnings[0], warnings[0]
+    assert "the_caller" not in warnings[0], warnings[0]
+
+
 def test_pid_of_an_earlier_incarnation_never_reaches_a_process_of_this_one() -> None:
     # Same node name, new creation: the old pid must not name the new process
     # that happens to have the same id (Erlang's rule across node restarts).

@@ -212,10 +212,13 @@ async def stop_all() -> list[str]:
 
 def which_applications() -> list[tuple[str, str, str]]:
     """`(name, description, version)` of the running applications, the most
-    recently started first."""
+    recently started first; one whose start is still going on is not listed
+    yet (as in OTP)."""
     state = _state()
     return [
-        (name, state.loaded[name].description, state.loaded[name].version) for name in reversed(state.running)
+        (name, state.loaded[name].description, state.loaded[name].version)
+        for name, running in reversed(state.running.items())
+        if running.started
     ]
 
 

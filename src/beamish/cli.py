@@ -7,20 +7,26 @@
 
 Each subcommand is an entry of `SUBCOMMANDS`: a help line, a function that
 adds its arguments, and the function that runs it (returning the exit code).
-`beamish cluster my_app.application:MyApp --nodes 2` runs one node per core
-(`beamish.dist.local_cluster`), restarting any that dies, until Ctrl-C.
+`beamish cluster examples.my_app:MyApp --nodes 2` runs one node per core
+(`beamish.dist.local_cluster`), restarting any that dies, until Ctrl-C;
+killed, even by SIGKILL, it takes its nodes with it (`run --stop-on-eof`).
 `beamish node --name py@127.0.0.1 --cookie secret --rpc-allow math` runs a
 distributed node until SIGINT/SIGTERM, then leaves the cluster cleanly.
 
-`beamish run my_app.application:MyApp --config config` boots a node, loads
+`beamish run examples.my_app:MyApp --config config` boots a node, loads
 the configuration of `$BEAMISH_ENV` (or `--env`) from the directory, starts
 the application and its dependencies as permanent applications, and runs
-until SIGINT/SIGTERM, when it stops them, newest first, and exits 0. SIGHUP
+until SIGINT/SIGTERM, when it stops them, newest first, and exits 0; a
+signal that comes while it starts is served too (`beamish._os_signals`):
+SIGINT/SIGTERM cancel the boot where it waits and stop what had started,
+exit 0, as erl's SIGTERM is `init:stop()` at any time. SIGHUP
 reloads the configuration (`config_change` on what changed; an invalid file
 is logged and the running configuration kept). With `--name` the node is
 distributed too. A bad configuration stops boot with exit code 78 and the
 file, line and key; a permanent application that dies halts the node with
-exit code 1.
+exit code 1. An application module that cannot be imported (a missing
+optional dependency included: it names the extra to install) is one line
+on stderr and exit code 1.
 
 OTP: mirrors `erl -name ... -setcookie ...` for a node that only serves, and
 a release's boot (`bin/my_app start`) for `run`.
@@ -35,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from . import application
+from ._os_signals import OS_SIGNALS
 from .config import ConfigError
 from .dist import _node_cli, local_cluster
 from .node import Node, _loop_factory
@@ -57,21 +64,23 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cookie", help="the cluster's cookie (with --name)")
     parser.add_argument("--listen", default="127.0.0.1", help="address for distribution (with --name; default: loopback)")
     parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at boot (with --name)")
+    parser.add_argument(
+        "--stop-on-eof",
+        action="store_true",
+        help="stop as on SIGTERM when stdin ends (a parent holding the other end takes the node with it when it dies)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     """Boot a node with one application (and its dependencies) and serve."""
     import asyncio
-    import importlib
     import os
-    import signal
 
     directory = args.config or ("config" if os.path.isdir("config") else None)
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # import the app from here, as `python -m` would
     # Import the application's code before the node runs: an import holds the
     # event loop, and the lag watchdog would rightly complain about it.
-    importlib.import_module(args.app.partition(":")[0])
+    if not _imported(args.app):
+        return 1
     node = Node(args.name or "nonode@nohost")
 
     async def boot() -> None:
@@ -84,20 +93,16 @@ def _run(args: argparse.Namespace) -> int:
         cfg = application.load_config(directory, env=args.env)
         app = application.load(args.app)
         await application.ensure_all_started(app, "permanent")
-        loop = asyncio.get_running_loop()
-        stop, hup = asyncio.Event(), asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, hup.set)
-        # Only now: whoever waits for this line may signal us at once.
+        # Last: whoever waits for this line may count on the application.
         print(f"beamish: {app.name} started on {node.name} (env {cfg.env})", flush=True)
-        while not stop.is_set():
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
-            if hup.is_set() and not stop.is_set():
-                hup.clear()
+
+    async def serve() -> None:
+        if args.stop_on_eof:
+            await OS_SIGNALS.stop_at_eof(sys.stdin)
+        # A stop during boot cancels it where it waits; what had started is
+        # stopped below, as `init:stop()` does whenever SIGTERM comes.
+        if await OS_SIGNALS.unless_stopped(boot()):
+            while await OS_SIGNALS.wait() == "hup":
                 try:
                     changed = await application.reload_config()
                 except ConfigError as exc:
@@ -109,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory(None)) as runner:
-            runner.run(node.run(boot))
+            runner.run(node.run(serve))
     except ConfigError as exc:
         print(f"beamish: {exc}", file=sys.stderr, flush=True)
         return 78  # EX_CONFIG
@@ -122,11 +127,45 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Optional dependencies, by the module a user's code imports: the extra to install.
+_EXTRAS = {"pydantic": "config", "uvloop": "uvloop"}
+
+
+def _imported(app: str) -> bool:
+    """Import the module of `app` ("module:Class") from the current directory,
+    as `python -m` would; when it cannot be, say why in one line."""
+    import importlib
+    import os
+
+    module = app.partition(":")[0]
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        top = missing.partition(".")[0]
+        if top in _EXTRAS:
+            why = f"it needs {top}, an optional dependency: pip install 'beamish[{_EXTRAS[top]}]'"
+        elif module == missing or module.startswith(missing + "."):
+            why = f"no module named {missing!r} here ({os.getcwd()}) or on PYTHONPATH"
+        else:
+            why = f"it needs {missing!r}, which is not installed"
+        print(f"beamish: cannot import {module}: {why}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    # Checked here, once: else each node would fail to boot and say so.
+    return local_cluster.main(args) if _imported(args.app) else 1
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "cluster": Subcommand(
         "run N local nodes of one application, supervised, until SIGINT/SIGTERM",
         local_cluster.add_arguments,
-        local_cluster.main,
+        _cluster,
     ),
     "run": Subcommand(
         "boot a node and run an application until SIGINT/SIGTERM (SIGHUP reloads its configuration)",
@@ -142,6 +181,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First, before anything slow: a SIGTERM, SIGINT or SIGHUP from here on
+    # is a request the subcommand serves, never a death or a traceback.
+    OS_SIGNALS.install()
     parser = argparse.ArgumentParser(prog="beamish", description="Erlang/OTP's process model in Python.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)

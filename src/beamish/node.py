@@ -231,6 +231,26 @@ class Node:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    def rename(self, name: str) -> None:
+        """Give a node that is not distributed the name `name` and a fresh
+        creation, for `beamish.dist.start(name=...)`.
+
+        Its live processes' pids and its aliases are renamed in place (their
+        hashes leave the node out, so every table holding them still finds
+        them); pids of dead processes keep the old name.
+
+        OTP: mirrors what `net_kernel:start/1` does to a running node: every
+        local pid is the new node's (`node(self())` changes at once).
+        """
+        if self.dist is not None:
+            raise RuntimeError(f"{self.name} is distributed: its name cannot change")
+        atom, creation = Atom(name), secrets.randbelow(0xFFFFFFFE) + 1
+        self.name, self.creation = atom, creation
+        for proc in self.procs.values():
+            proc.pid.node, proc.pid.creation = atom, creation
+        for alias in self.aliases:
+            alias.node, alias.creation = atom, creation
+
     # --- processes -----------------------------------------------------------
 
     def new_pid(self) -> Pid:
@@ -774,6 +794,7 @@ class _Watchdog:
 
 
 _RUNTIME_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+_PROCESS_FRAMES = frozenset({"_drain", "run_task", "_await_callback", "run_now"})
 
 
 def describe_blocker(frame: FrameType | None) -> str:
@@ -790,7 +811,9 @@ def describe_blocker(frame: FrameType | None) -> str:
     proc: object = None
     callback = None
     for f in chain:
-        local_self = f.f_locals.get("self") if f.f_code.co_name in ("_drain", "run_task", "_await_callback") else None
+        # The innermost of these frames names the process: `run_now` runs a
+        # server's callback in its caller's stack, and the callback is the server's.
+        local_self = f.f_locals.get("self") if f.f_code.co_name in _PROCESS_FRAMES else None
         if isinstance(local_self, Process):
             proc = local_self
             callback = None

@@ -100,7 +100,10 @@ class Pid(metaclass=_NoPublicConstructor):
         self.id = id
         self.serial = serial
         self.creation = creation
-        self._hash = hash((id, serial, node, creation))
+        # Not the node nor the creation: a node named at runtime (`Node.rename`)
+        # renames its live pids in place, and the dicts holding them must
+        # still find them (Erlang's local pids take the node's new name too).
+        self._hash = hash((id, serial))
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -142,7 +145,7 @@ class Ref(metaclass=_NoPublicConstructor):
         self.node = node
         self.creation = creation
         self.ids = ids
-        self._hash = hash(ids) ^ creation  # the node is left to __eq__: cheaper
+        self._hash = hash(ids)  # node and creation are left to __eq__ (see Pid)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -210,7 +213,7 @@ def _fresh_ref(node: Atom, creation: int, ids: tuple[int, ...]) -> Ref:
     ref.node = node
     ref.creation = creation
     ref.ids = ids
-    ref._hash = hash(ids) ^ creation  # noqa: SLF001 (Ref.__init__'s own field, set here to skip it)
+    ref._hash = hash(ids)  # noqa: SLF001 (Ref.__init__'s own field, set here to skip it)
     return ref
 
 

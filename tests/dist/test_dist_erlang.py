@@ -88,6 +88,42 @@ async def test_wrong_cookie_is_refused_both_ways_and_nothing_crashes(erl: ErlNod
     assert await dist.ping(erl.name) == "pong"
 
 
+@pytest.mark.beamish
+async def test_a_running_node_is_named_at_runtime_and_its_earlier_processes_are_reached(erl: ErlNode) -> None:
+    # The seed's DistributedExample: Node.start(name) on a running node, then
+    # Node.set_cookie(cookie). Erlang's net_kernel:start/1 makes every local
+    # pid the named node's: so must ours, the first process's included.
+    async def echo() -> None:
+        while True:
+            match await beamish.receive():
+                case (Pid() as sender, msg):
+                    beamish.send(sender, ("echo", msg))
+
+    before = beamish.spawn_link(echo)  # made while the node is nonode@nohost
+    name = py_name()
+    await dist.start(name, cookie="not" + erl.cookie)
+    assert dist.set_cookie(erl.cookie) is True
+    assert dist.node() == name and beamish.self().node == name and before.node == name
+    await rpc.call(erl.name, "erlang", "send", [before, (beamish.self(), Atom("hi"))], timeout=10)
+    assert await assert_receive(("echo", "hi"), timeout=5) == ("echo", Atom("hi"))
+    assert await rpc.call(erl.name, "erlang", "node", [before], timeout=10) == Atom(name)
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_set_cookie_for_one_node_connects_to_it_with_that_cookie(erl: ErlNode) -> None:
+    await dist.start(cookie="not" + erl.cookie)
+    assert dist.get_cookie() == "not" + erl.cookie
+    assert dist.set_cookie(erl.name, erl.cookie) is True  # erlang:set_cookie(Node, Cookie)
+    assert dist.get_cookie(erl.name) == erl.cookie
+    assert await dist.ping(erl.name) == "pong"
+
+
+@pytest.mark.beamish
+async def test_set_cookie_needs_a_distributed_node() -> None:
+    with pytest.raises(beamish.Exit, match="distribution_not_started"):
+        dist.set_cookie("c")
+
+
 # --- messages ---------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from tests.interop import beamish_nodes
 from tests.interop.erlang import HOST, ErlNode, ensure_epmd, erl_node, erl_run, new_cookie, require, unique_name
+from tests.interop.pki import Pki, make_pki
 
 import beamish
 from beamish import Atom, From, GenServer, Node, Pid, Reply, dist
@@ -25,54 +26,9 @@ from beamish.testing import assert_receive
 pytestmark = pytest.mark.interop
 
 
-@dataclass(frozen=True)
-class Pki:
-    """A throwaway CA with certificates for nodes on 127.0.0.1, and a rogue CA."""
-
-    dir: Path
-
-    def node(self, who: str = "node") -> TlsOptions:
-        return TlsOptions(str(self.dir / f"{who}.pem"), str(self.dir / f"{who}.key"), str(self.dir / "ca.pem"))
-
-    def erl_args(self, who: str = "erl") -> list[str]:
-        """`erl` arguments for distribution over TLS with `who`'s certificate."""
-        conf = self.dir / f"{who}.conf"
-        if not conf.exists():
-            files = f'{{certfile, "{self.dir / who}.pem"}}, {{keyfile, "{self.dir / who}.key"}}, {{cacertfile, "{self.dir}/ca.pem"}}'
-            conf.write_text(
-                f"[{{server, [{files}, {{verify, verify_peer}}, {{fail_if_no_peer_cert, true}}]}},\n"
-                f" {{client, [{files}, {{verify, verify_peer}}]}}].\n"
-            )
-        return ["-proto_dist", "inet_tls", "-ssl_dist_optfile", str(conf)]
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run([require("openssl"), *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _issue(d: Path, who: str, ca: str) -> None:
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}", cwd=d)
-    _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-             "-out", f"{who}.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("pki")
-    (d / "ext.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
-    )
-    for ca in ("ca", "rogue_ca"):
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=beamish test {ca}", cwd=d)
-    for who in ("node", "other", "erl", "probe"):
-        _issue(d, who, "ca")
-    _issue(d, "rogue", "rogue_ca")
-    # The rogue node trusts the real CA, but its own certificate is not from it.
-    (d / "rogue_trusts.pem").write_text((d / "ca.pem").read_text())
-    return Pki(d)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 class Echo(GenServer):

@@ -24,11 +24,16 @@ APP = "examples.cpu_cluster:CpuApp"
 
 
 def alive(os_pid: int) -> bool:
+    """Running (a zombie waiting for a parent that does not reap it is not)."""
     try:
-        os.kill(os_pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{os_pid}/status").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return "\nState:\tZ" not in status
+
+
+def children(os_pid: int) -> list[int]:
+    return [int(p) for task in Path(f"/proc/{os_pid}/task").iterdir() for p in (task / "children").read_text().split()]
 
 
 @pytest.mark.beamish(name=f"lc_test_{secrets.token_hex(3)}@127.0.0.1")
@@ -72,18 +77,26 @@ async def _local_crunch(rounds: int) -> str:
     return crunch(rounds)
 
 
-def test_the_cluster_command_runs_until_sigterm_and_stops_every_node() -> None:
-    prefix = f"lccli{secrets.token_hex(3)}_"
-    proc = subprocess.Popen(
+def _cluster_command(prefix: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "beamish", "cluster", APP, "--nodes", "2", "--prefix", prefix],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
+
+
+def _wait_until_up(proc: subprocess.Popen[str], prefix: str) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == f"cluster up: {prefix}1@127.0.0.1 {prefix}2@127.0.0.1", proc.stderr.read() if proc.stderr else ""
+    assert {f"{prefix}1", f"{prefix}2"} <= set(asyncio.run(epmd.names()))
+
+
+def test_the_cluster_command_runs_until_sigterm_and_stops_every_node() -> None:
+    prefix = f"lccli{secrets.token_hex(3)}_"
+    proc = _cluster_command(prefix)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == f"cluster up: {prefix}1@127.0.0.1 {prefix}2@127.0.0.1", proc.stderr.read() if proc.stderr else ""
-        assert {f"{prefix}1", f"{prefix}2"} <= set(asyncio.run(epmd.names()))
+        _wait_until_up(proc, prefix)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
@@ -92,3 +105,28 @@ def test_the_cluster_command_runs_until_sigterm_and_stops_every_node() -> None:
     finally:
         proc.kill()
         proc.communicate()  # also closes the pipes
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the nodes through Linux's /proc")
+def test_the_nodes_go_with_a_cluster_command_killed_by_sigkill() -> None:
+    prefix = f"lckill{secrets.token_hex(3)}_"
+    proc = _cluster_command(prefix)
+    nodes: list[int] = []
+    try:
+        _wait_until_up(proc, prefix)
+        nodes = children(proc.pid)
+        assert len(nodes) == 2 and all(alive(n) for n in nodes)
+        proc.kill()
+        proc.wait()  # not communicate: the nodes write to its stderr pipe too
+
+        async def gone() -> bool:
+            names = await epmd.names()
+            return not any(alive(n) for n in nodes) and not [n for n in names if n.startswith(prefix)]
+
+        asyncio.run(eventually(gone, timeout=20, interval=0.05))
+    finally:
+        for n in nodes:
+            if alive(n):
+                os.kill(n, signal.SIGKILL)
+        proc.kill()
+        proc.communicate()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from typing import overload
 
 from ..node import Node, _loop_factory
 from ..process import Exit, current, receive
@@ -17,6 +18,7 @@ from .tls import TlsOptions
 __all__ = [
     "connect",
     "disconnect",
+    "get_cookie",
     "is_alive",
     "kernel",
     "monitor_node",
@@ -25,6 +27,7 @@ __all__ = [
     "nodes",
     "ping",
     "run",
+    "set_cookie",
     "spawn",
     "start",
     "stop",
@@ -34,6 +37,7 @@ _KEY = "beamish.dist"
 
 
 async def start(
+    name: str | None = None,
     *,
     cookie: str | None = None,
     listen: str = "127.0.0.1",
@@ -53,10 +57,29 @@ async def start(
 
     `rpc_allow` and `spawn_allow` name what peers may run here: a module
     (the functions it defines or lists in `__all__`, not what it imports)
-    or one `"module:function"`."""
+    or one `"module:function"`.
+
+    With `name`, the node takes that name first, as `net_kernel:start/1`
+    (Elixir's `Node.start/1`) names a running node: its live processes'
+    pids become the named node's (`Node.rename`). Without it, the node
+    keeps the name it was created with.
+
+    >>> import beamish
+    >>> async def main() -> tuple[str, str, bool]:
+    ...     before = str(beamish.self().node)
+    ...     await start("doc_renamed@127.0.0.1", cookie="doc")
+    ...     try:
+    ...         return before, str(beamish.self().node), is_alive()
+    ...     finally:
+    ...         await stop()
+    >>> beamish.run(main)
+    ('nonode@nohost', 'doc_renamed@127.0.0.1', True)
+    """
     node = current().node
     if node.extensions.get(_KEY) is not None:
         raise RuntimeError(f"{node.name} is already distributed")
+    if name is not None and name != node.name:
+        node.rename(name)
     options = Options(
         cookie=cookie_mod.resolve(cookie),
         listen=listen,
@@ -79,6 +102,48 @@ async def stop() -> None:
     k = node.extensions.pop(_KEY, None)
     if isinstance(k, Kernel):
         await k.stop()
+
+
+@overload
+def set_cookie(cookie: str, /) -> bool: ...
+@overload
+def set_cookie(node: str, cookie: str, /) -> bool: ...
+def set_cookie(*args: str) -> bool:
+    """Set this node's cookie, `set_cookie(cookie)`, or the cookie for
+    connecting to one node, `set_cookie(node, cookie)` (this node's own
+    name sets its own cookie). Returns True. Raises
+    `Exit("distribution_not_started")` on a node that is not distributed.
+
+    OTP: mirrors `erlang:set_cookie/1,2` (Elixir's `Node.set_cookie/1,2`);
+    differs in that a node's own cookie checks connections it accepts,
+    including those from a node given a cookie of its own here (OTP checks
+    those with that node's cookie).
+    """
+    peer: str | None
+    match args:
+        case (str() as cookie,):
+            peer = None
+        case (str() as peer, str() as cookie):
+            pass
+        case _:
+            raise TypeError(f"set_cookie takes (cookie) or (node, cookie), not {args!r}")
+    k = current().node.extensions.get(_KEY)
+    if not isinstance(k, Kernel):
+        raise Exit(Atom("distribution_not_started"))
+    if peer is None or peer == k.node.name:
+        k.options.cookie = cookie
+    else:
+        k.options.node_cookies[Atom(peer)] = cookie
+    return True
+
+
+def get_cookie(node: str | None = None) -> str | None:
+    """This node's cookie, or the one for connecting to `node`; None when
+    this node is not distributed (`erlang:get_cookie/0,1` gives `nocookie`)."""
+    k = current().node.extensions.get(_KEY)
+    if not isinstance(k, Kernel):
+        return None
+    return k.options.node_cookies.get(Atom(node), k.options.cookie) if node else k.options.cookie
 
 
 def kernel() -> Kernel:

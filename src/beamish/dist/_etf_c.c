@@ -351,8 +351,8 @@ new_pid(PyObject *node, uint32_t id, uint32_t serial, uint32_t creation)
     SLOT(pid, off_pid_serial) = sr;
     SLOT(pid, off_pid_creation) = c;
     i = sr = c = NULL;
-    /* Pid.__init__: self._hash = hash((id, serial, node, creation)) */
-    PyObject *t = PyTuple_Pack(4, SLOT(pid, off_pid_id), SLOT(pid, off_pid_serial), node, SLOT(pid, off_pid_creation));
+    /* Pid.__init__: self._hash = hash((id, serial)) */
+    PyObject *t = PyTuple_Pack(2, SLOT(pid, off_pid_id), SLOT(pid, off_pid_serial));
     if (t == NULL) {
         goto fail;
     }
@@ -438,7 +438,7 @@ dec_newer_ref(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         }
         PyTuple_SET_ITEM(ids, i, id);
     }
-    /* Ref.__init__: self._hash = hash(ids) ^ creation */
+    /* Ref.__init__: self._hash = hash(ids) */
     Py_hash_t h = PyObject_Hash(ids);
     if (h == -1 && PyErr_Occurred()) {
         goto fail;
@@ -446,7 +446,7 @@ dec_newer_ref(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
     if ((cr = PyLong_FromUnsignedLong(creation)) == NULL) {
         goto fail;
     }
-    PyObject *hv = PyLong_FromLongLong((long long)h ^ (long long)creation);
+    PyObject *hv = PyLong_FromSsize_t(h);
     if (hv == NULL) {
         goto fail;
     }

@@ -56,6 +56,8 @@ class Options:
     epmd_port: int | None = None
     limits: etf.Limits = field(default_factory=etf.Limits)
     tls: TlsOptions | None = None
+    node_cookies: dict[Atom, str] = field(default_factory=dict)
+    """Cookies for connecting to given nodes (`erlang:set_cookie/2`)."""
 
 
 class Kernel:
@@ -234,7 +236,7 @@ class Kernel:
             result = await handshake.initiate(
                 peer,
                 name=self.node.name,
-                cookie=self.options.cookie,
+                cookie=self.options.node_cookies.get(peer, self.options.cookie),
                 flags=self.flags,
                 creation=self.node.creation,
                 timeout=self.options.connect_timeout,

@@ -1,4 +1,5 @@
-"""`beamish node`: a distributed node that runs until SIGINT/SIGTERM.
+"""`beamish node`: a distributed node that runs until SIGINT/SIGTERM (even
+one that comes while it starts; SIGHUP is ignored).
 
 The CLI (`beamish.cli`) registers `add_arguments` and `main` as its `node`
 subcommand; this module is the part that knows about distribution.
@@ -9,8 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
+from .._os_signals import OS_SIGNALS
 from ..node import Node, _loop_factory
 from . import _api
 from .tls import TlsOptions
@@ -47,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the node until a signal asks it to stop; leave the cluster cleanly."""
     node = Node(args.name)
 
-    async def serve() -> None:
+    async def start() -> None:
         await _api.start(
             cookie=args.cookie,
             listen=args.listen,
@@ -59,12 +60,11 @@ def main(args: argparse.Namespace) -> int:
         for peer in args.connect:
             if not await _api.connect(peer):
                 log.warning("could not connect to %s", peer)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         print(f"node {node.name} up on {args.listen}:{_api.kernel().port}", flush=True)
-        await stop.wait()
+
+    async def serve() -> None:
+        if await OS_SIGNALS.unless_stopped(start()):
+            await OS_SIGNALS.stopped()
         print(f"node {node.name} leaving the cluster", flush=True)
         await _api.stop()
 

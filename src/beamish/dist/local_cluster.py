@@ -14,13 +14,15 @@ features: `GenServer.call((name, node), ...)`, `dist.spawn`, `rpc`.
 ```python
 async def main():
     await dist.start()                      # the caller joins to use the nodes
-    async with LocalCluster("my_app.application:MyApp", nodes=2) as cluster:
+    async with LocalCluster("examples.my_app:MyApp", nodes=2, config="examples/my_app/config") as cluster:
         for node in cluster.nodes:
             await GenServer.call(("MyApp.Worker", node), ("process", "x"))
 ```
 
-From a shell, `beamish cluster my_app.application:MyApp --nodes 2` does the
-same until Ctrl-C, then stops every node cleanly.
+From a shell, `beamish cluster examples.my_app:MyApp --nodes 2` does the
+same until Ctrl-C, then stops every node cleanly. The nodes go with the
+process that started them, however it ends (SIGKILL, an OOM kill): each
+runs with `--stop-on-eof` and its stdin is a pipe from that process.
 
 >>> LocalCluster("pkg.mod:App", nodes=2, prefix="w").nodes
 ['w1@127.0.0.1', 'w2@127.0.0.1']
@@ -46,6 +48,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from .._gen import ChildSpec, StartError
+from .._os_signals import OS_SIGNALS
 from ..gen_server import GenServer, NoReply, Stop
 from ..process import Exit, current, process_flag, send
 from ..supervisor import Supervisor
@@ -113,7 +116,7 @@ class LocalCluster:
 
     def command(self, name: str) -> list[str]:
         """The command line that boots node `name`."""
-        argv = [self.python, "-m", "beamish", "run", self.app, "--name", name, "--listen", self.host]
+        argv = [self.python, "-m", "beamish", "run", self.app, "--name", name, "--listen", self.host, "--stop-on-eof"]
         if self.config:
             argv += ["--config", self.config]
         if self.env:
@@ -181,8 +184,19 @@ class _OsNode(GenServer):
         name, argv, cookie, cwd = arg
         process_flag("trap_exit", True)  # so terminate runs on shutdown
         env = dict(os.environ, BEAMISH_COOKIE=cookie, PYTHONUNBUFFERED="1")
+        # Its stdin is a pipe nothing is written to: when this OS process ends,
+        # however it ends (SIGKILL included), the node reads EOF and stops
+        # (`beamish run --stop-on-eof`), as a `peer` node goes with its
+        # control connection. A parent-death signal would follow the forking
+        # thread, not the process, and would not stop the node in order.
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=None, env=env, cwd=cwd, start_new_session=True
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
         )
         assert proc.stdout is not None
         try:
@@ -267,14 +281,15 @@ def main(args: argparse.Namespace) -> int:
         env=args.env,
     )
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def start() -> None:
         await cluster.start()
         print(f"cluster up: {' '.join(cluster.nodes)}", flush=True)
-        await stop.wait()
+
+    async def serve() -> None:
+        # A stop while the nodes boot cancels the boot; the nodes started so
+        # far see their stdin end with this process and stop on their own.
+        if await OS_SIGNALS.unless_stopped(start()):
+            await OS_SIGNALS.stopped()
         await cluster.stop()
         print("cluster stopped", flush=True)
 
