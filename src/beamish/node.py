@@ -56,9 +56,9 @@ from .terms import (
     Pid,
     Ref,
     Term,
+    _fresh_pid,
     _fresh_ref,
     _make_improper,
-    _make_pid,
     reply_alias,
 )
 
@@ -95,6 +95,22 @@ class Distribution(Protocol):
 
     async def shutdown(self) -> None:
         """The node is stopping: close every connection and the listener."""
+
+
+_LABELS: Final[dict[object, str]] = {}
+
+
+def _label_of(fn: Callable[..., object]) -> str:
+    """A spawned function's `initial_call` label, interned, and cached per
+    code object (a lambda made per spawn shares its code): building and
+    interning the f-string was 0.15 µs of every spawn."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return sys.intern(_name_of(fn))
+    label = _LABELS.get(code)
+    if label is None or not label.endswith(getattr(fn, "__qualname__", "")):
+        label = _LABELS[code] = sys.intern(_name_of(fn))
+    return label
 
 
 class Node:
@@ -255,7 +271,7 @@ class Node:
 
     def new_pid(self) -> Pid:
         n = next(self._ids)
-        return _make_pid(self.name, n & 0xFFFFFFFF, n >> 32, self.creation)
+        return _fresh_pid(self.name, n & 0xFFFFFFFF, n >> 32, self.creation)
 
     def make_ref(self) -> Ref:
         n = next(self._refs)
@@ -264,9 +280,9 @@ class Node:
     def new_process(self, initial_call: str) -> Process:
         """A process record with no task and no handler yet (behaviours use it)."""
         pid = self.new_pid()
-        # Interned: the label is built per spawn (an f-string of the function
-        # or class name) and 60-70 bytes of every idle process otherwise.
-        proc = Process(self, pid, sys.intern(str(initial_call)))  # str(): intern refuses subclasses (Atom)
+        # Interned (by `_label_of`, or here): an f-string built per spawn is
+        # 60-70 bytes of every idle process. str(): intern refuses subclasses (Atom).
+        proc = Process(self, pid, initial_call if initial_call.__class__ is str else sys.intern(str(initial_call)))
         self.procs[pid.id] = proc
         return proc
 
@@ -279,7 +295,7 @@ class Node:
         name: str | None,
         initial_call: str | None = None,
     ) -> Pid:
-        proc = self.new_process(initial_call or _name_of(fn))
+        proc = self.new_process(initial_call or _label_of(fn))
         if name is not None:
             try:
                 self.register(name, proc.pid)

@@ -204,6 +204,19 @@ def _make_ref(node: str, creation: int, ids: tuple[int, ...]) -> Ref:
     return ref
 
 
+def _fresh_pid(node: Atom, id: int, serial: int, creation: int) -> Pid:
+    """`_make_pid` for a node minting the pid of every spawn: no Atom
+    conversion, no constructor dispatch (0.25 µs of a ~10 µs spawn). Its
+    fields and hash are `Pid.__init__`'s (kept in step by hand)."""
+    pid: Pid = object.__new__(Pid)
+    pid.node = node
+    pid.id = id
+    pid.serial = serial
+    pid.creation = creation
+    pid._hash = hash((id, serial))  # noqa: SLF001 (Pid.__init__'s own field, set here to skip it)
+    return pid
+
+
 def _fresh_ref(node: Atom, creation: int, ids: tuple[int, ...]) -> Ref:
     """`_make_ref` for the hot paths (a node minting the ref of every call,
     the codec decoding one): no Atom conversion, no constructor dispatch.
