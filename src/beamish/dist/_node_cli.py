@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 from ..node import Node, _loop_factory
 from . import _api
@@ -47,15 +48,21 @@ def main(args: argparse.Namespace) -> int:
     """Run the node until a signal asks it to stop; leave the cluster cleanly."""
     node = Node(args.name)
 
-    async def serve() -> None:
-        await _api.start(
-            cookie=args.cookie,
-            listen=args.listen,
-            port=args.port,
-            rpc_allow=args.rpc_allow,
-            spawn_allow=args.spawn_allow,
-            tls=TlsOptions(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None,
-        )
+    async def serve() -> int:
+        try:
+            await _api.start(
+                cookie=args.cookie,
+                listen=args.listen,
+                port=args.port,
+                rpc_allow=args.rpc_allow,
+                spawn_allow=args.spawn_allow,
+                tls=TlsOptions(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None,
+            )
+        except OSError as exc:
+            # EpmdError (a name taken) and a port in use are the user's to fix:
+            # one line naming the node, not a crash report and a traceback.
+            print(f"beamish node: cannot start {node.name}: {exc}; {_REMEDY}", file=sys.stderr, flush=True)
+            return 1
         for peer in args.connect:
             if not await _api.connect(peer):
                 log.warning("could not connect to %s", peer)
@@ -67,7 +74,11 @@ def main(args: argparse.Namespace) -> int:
         await stop.wait()
         print(f"node {node.name} leaving the cluster", flush=True)
         await _api.stop()
+        return 0
 
     with asyncio.Runner(loop_factory=_loop_factory(None)) as runner:
-        runner.run(node.run(serve))
-    return 0
+        code: int = runner.run(node.run(serve))
+    return code
+
+
+_REMEDY = "stop the node that has that name or port, or choose another --name (or --port)"

@@ -102,7 +102,8 @@ async def register(
         raise EpmdError(f"EPMD closed the registration of {name!r}: {exc}") from None
     if result != 0:
         writer.close()
-        raise EpmdError(f"EPMD refused to register {name!r} (result {result}): is the name taken?")
+        # erts' epmd answers 1 to a name already registered (and to nothing else a node sends).
+        raise EpmdError(f"the name {name!r} is taken: EPMD already has a node of that name (result {result})")
     return Registration(writer, creation)
 
 
