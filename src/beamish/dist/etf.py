@@ -757,7 +757,7 @@ class _Decoder:
         self.min_objects = limits.min_objects
         self.bytes_per_object = limits.bytes_per_object
         # The object budget of one decode (see "Bounds"): set on the copy
-        # that `_fork` makes for it, never on the shared, cached decoder.
+        # that `fork` makes for it, never on the shared, cached decoder.
         self.budget = self.left = 0
 
     def fork(self, budget: int, left: int) -> _Decoder:
