@@ -53,6 +53,23 @@ def test_node_command_serves_rpc_and_stops_on_sigterm() -> None:
             proc.communicate()
 
 
+@pytest.mark.interop
+def test_a_node_name_already_taken_is_one_line_and_exit_code_1() -> None:
+    ensure_epmd()
+    name = f"{unique_name('taken')}@{HOST}"
+    command = [sys.executable, "-m", "beamish", "node", "--name", name, "--cookie", new_cookie()]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        assert first.stdout is not None and first.stdout.readline().startswith(f"node {name} up")
+        second = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    finally:
+        first.kill()
+        first.communicate()
+    lines = second.stderr.splitlines()
+    assert second.returncode == 1 and len(lines) == 1, second.stderr
+    assert f"cannot start {name}" in lines[0] and "is taken" in lines[0] and "another --name" in lines[0]
+
+
 def test_help_lists_the_node_subcommand() -> None:
     done = subprocess.run([sys.executable, "-m", "beamish", "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and "node" in done.stdout

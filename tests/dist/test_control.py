@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.dist.test_etf_fuzz import empty_lists_frame, hash_flood_frame
 from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
 
 import beamish
@@ -122,6 +123,39 @@ async def test_a_malformed_control_message_closes_the_connection_with_one_line(
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].levelno == logging.ERROR and "malformed" in lines[0].getMessage() and name in lines[0].getMessage()
     assert beamish.is_alive(me) and Atom(name) not in dist.nodes()
+
+
+HOSTILE_PAYLOADS = {"hash flood": hash_flood_frame(2000), "empty lists": empty_lists_frame(1 << 16)}
+
+
+@pytest.mark.parametrize("payload", list(HOSTILE_PAYLOADS.values()), ids=list(HOSTILE_PAYLOADS))
+@pytest.mark.beamish(name=f"{unique_name('bound')}@{HOST}")
+async def test_a_payload_over_the_decode_bounds_closes_that_connection_only(
+    payload: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    await started()
+    name, peer = await raw_peer()
+    other, bystander = await raw_peer()
+    reader = dist.kernel().conns[Atom(name)].reader
+    assert reader is not None
+    me = beamish.self()
+    caplog.clear()
+    try:
+        body = b"\x70" + etf.encode((C.SEND_SENDER, _make_pid(name, 5, 0, 7), me)) + payload
+        peer.writer.write(len(body).to_bytes(4, "big") + body)
+        await asyncio.wait_for(peer.reader.read(), 5)  # until the node closes it
+        await eventually(reader.done, timeout=5)
+        bystander.writer.write(frame((C.SEND_SENDER, _make_pid(other, 5, 0, 7), me), Atom("still here")))
+        assert await beamish.receive(timeout=5) == "still here"
+    finally:
+        peer.writer.close()
+        bystander.writer.close()
+    lines = [r for r in caplog.records if r.name == "beamish.dist"]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    message = lines[0].getMessage()
+    assert lines[0].levelno == logging.ERROR and name in message and "malformed frame" in message
+    assert ("share one hash" in message) or ("builds more than" in message)
+    assert Atom(name) not in dist.nodes() and Atom(other) in dist.nodes()
 
 
 # --- fuzz: random control tuples, well and badly typed ----------------------

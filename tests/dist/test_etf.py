@@ -5,17 +5,22 @@ round-trip property over generated terms."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import struct
+import tracemalloc
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.dist.test_etf_fuzz import empty_lists_frame, hash_flood_frame
 
 from beamish import Atom
 from beamish.dist import etf
@@ -447,6 +452,104 @@ def test_decompression_is_bounded() -> None:
         etf.decode(b"\x83\x50\x00\x00\x00\x00" + zlib.compress(b""))
     with pytest.raises(DecodeError, match="trailing bytes inside"):
         etf.decode(b"\x83\x50\x00\x00\x00\x03" + zlib.compress(b"\x61\x01\x00"))
+
+
+def _peak(fn: Callable[[], object]) -> int:
+    """The most memory `fn` held at once, in bytes (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _refused(data: bytes, reason: str) -> Callable[[], object]:
+    def run() -> None:
+        with pytest.raises(DecodeError, match=reason):
+            etf.decode(data)
+
+    return run
+
+
+def test_a_frame_of_empty_lists_is_refused_before_it_costs_70_times_its_size() -> None:
+    # The 8 MB frame of issue 11 (it grew a node by 577 MB): refused at its
+    # budget of one object per 4 bytes.
+    big = empty_lists_frame(8 << 20)
+    with pytest.raises(DecodeError, match=r"builds more than 2097153 objects") as info:
+        etf.decode(big)
+    assert info.value.offset == 6 + 2097152  # the list past the budget (the outer one is the first)
+    # What it costs, on a smaller one: about 16 times its size (70 without the budget).
+    data = empty_lists_frame(1 << 18)
+    assert _peak(_refused(data, "builds more than")) < 20 * len(data)
+
+
+# Shapes that cost the most memory per byte of input, each as a 256 KiB list:
+# whether or not the budget refuses them, none costs more than 30 times its
+# size (a one-pair map, at 9 bytes for a 232-byte dict, is the worst: 26x).
+COSTLY_ITEMS = {
+    "empty lists": b"\x6a",
+    "empty strings": b"\x6b\x00\x00",
+    "empty maps": b"\x74\x00\x00\x00\x00",
+    "one-pair maps": b"\x74\x00\x00\x00\x01\x61\x01\x61\x01",
+    "1-tuples": b"\x68\x01\x61\x01",
+    "1-tuples of []": b"\x68\x01\x6a",
+    "improper lists [[] | 1]": b"\x6c\x00\x00\x00\x01\x6a\x61\x01",
+    "2-byte binaries": b"\x6d\x00\x00\x00\x02xy",
+    "floats": b"\x46\x3f\xf1" + bytes(6),
+    "big integers": b"\x6e\x02\x00\x01\x01",
+    "32-bit integers": b"\x62\x00\x01\x00\x00",
+}
+
+
+@pytest.mark.parametrize("item", list(COSTLY_ITEMS.values()), ids=list(COSTLY_ITEMS))
+def test_no_shape_costs_more_than_30_times_its_size(item: bytes) -> None:
+    n = (1 << 18) // len(item)
+    data = b"\x83\x6c" + struct.pack(">I", n) + item * n + b"\x6a"
+
+    def decode() -> None:
+        with contextlib.suppress(DecodeError):
+            etf.decode(data)
+
+    assert _peak(decode) < 30 * len(data)
+
+
+def test_the_object_budget_is_max_of_a_floor_and_one_per_4_bytes() -> None:
+    # 32-bit integers (5 bytes, not counted) and lists of them pass; a list of
+    # n empty lists is n + 1 objects for n + 7 bytes: refused past the floor.
+    ints = [[*range(100_000, 100_050)]] * 2000
+    assert etf.decode(etf.encode(ints)) == ints
+    assert etf.decode(empty_lists_frame(4095)) == [[]] * 4095
+    with pytest.raises(DecodeError, match="more than 4096 objects"):
+        etf.decode(empty_lists_frame(4096))
+    tuples = etf.encode([(1,)] * 16)  # 17 objects in 70 bytes
+    assert etf.decode(tuples, limits=Limits(min_objects=17, bytes_per_object=1000)) == [(1,)] * 16
+    with pytest.raises(DecodeError, match="more than 16 objects"):
+        etf.decode(tuples, limits=Limits(min_objects=16, bytes_per_object=1000))
+    assert etf.decode(tuples, limits=Limits(min_objects=0, bytes_per_object=4)) == [(1,)] * 16
+    with pytest.raises(DecodeError, match="more than 14 objects"):
+        etf.decode(tuples, limits=Limits(min_objects=0, bytes_per_object=5))
+    with pytest.raises(ValueError, match="bytes_per_object >= 1"):
+        Limits(bytes_per_object=0)
+
+
+def test_a_map_whose_keys_share_a_hash_is_refused_before_any_goes_into_a_dict() -> None:
+    # The 598 KB map of issue 11 (it held a node for 11.7 s).
+    data = hash_flood_frame(28_500)
+    assert 590_000 < len(data) < 610_000
+    assert _peak(_refused(data, "28500 keys of which 28500 share one hash")) < 16 * len(data)
+    # More than 16 keys sharing one hash is refused, 16 are not; maps of up to 16 keys are not checked.
+    assert len(etf.decode(hash_flood_frame(40, shared=16))) == 40
+    with pytest.raises(DecodeError, match="40 keys of which 17 share one hash"):
+        etf.decode(hash_flood_frame(40, shared=17))
+    assert len(etf.decode(hash_flood_frame(16))) == 16
+    # Keys Python cannot hash are frozen before the check, as in a small map.
+    mixed: dict[Term, Term] = {i: i for i in range(20)}
+    mixed.update({FrozenList([i]): i for i in range(20)})
+    assert etf.decode(etf.encode(mixed)) == mixed
+    with pytest.raises(DecodeError, match="repeats"):
+        etf.decode(b"\x83\x74" + struct.pack(">I", 17) + b"\x61\x01\x6a" * 2 + b"".join(b"\x61" + bytes([i]) + b"\x6a" for i in range(2, 17)))
 
 
 def test_size_and_atom_table_limits() -> None:

@@ -33,8 +33,8 @@ from tests.dist.test_etf_fuzz import CORPUS, SEEDS
 from beamish import Atom
 from beamish.dist import etf
 from beamish.terms import ImproperList
-from beamish.dist.etf import DecodeError, EncodeError, FrozenList, FrozenMap, Limits
-from beamish.terms import Term, _make_pid, _make_ref
+from beamish.dist.etf import BitBinary, DecodeError, EncodeError, FrozenList, FrozenMap, Limits
+from beamish.terms import Term, _make_pid, _make_port, _make_ref
 
 needs_c = pytest.mark.skipif(not etf.ACCELERATED, reason="the C codec is not built (or BEAMISH_PURE_ETF=1)")
 LIMITS = Limits(max_size=1 << 20, max_depth=64, max_decompressed=1 << 20)
@@ -375,3 +375,63 @@ def test_floats_keep_their_sign_and_bits() -> None:
             c = etf.encode(value)
         with _impl(PY_IMPL):
             assert etf.encode(value) == c
+
+
+# --- the object budget counts alike in both ------------------------------------------
+
+
+def _objects(data: bytes, structs: etf.StructRegistry) -> int:
+    """How many objects the Python codec counts decoding `data`: the
+    smallest budget it decodes within."""
+    low, high = 0, len(data) + 1  # at most one object per byte, and the ImproperList
+    with _impl(PY_IMPL):
+        while low < high:
+            mid = (low + high) // 2
+            try:
+                etf.decode(data, limits=Limits(min_objects=mid, bytes_per_object=1 << 40), structs=structs)
+            except DecodeError:
+                low = mid + 1
+            else:
+                high = mid
+    return low
+
+
+def _same_count(data: bytes, structs: etf.StructRegistry = etf.DEFAULT_STRUCTS) -> int:
+    n = _objects(data, structs)
+    for budget in (n, n - 1):
+        if budget >= 0:
+            limits = Limits(min_objects=budget, bytes_per_object=1 << 40)
+            both(lambda limits=limits: etf.decode(data, limits=limits, structs=structs))  # type: ignore[misc]
+    return n
+
+
+# What C hands to etf.py midway (a map with a key Python cannot hash, small
+# or over 16 keys, a struct map, a big integer, FLOAT_EXT, a bitstring) must
+# be counted once: C restores its count before the fallback counts again.
+_BIG_MAP: dict[Term, Term] = {i: [i] for i in range(20)}
+_BIG_MAP[FrozenList([FrozenList([])])] = [[]]
+BUDGET_CASES: dict[str, Term] = {
+    "list key in a small map": {FrozenList([1, 2]): [[]], 1: ([],)},
+    "list key in a big map": _BIG_MAP,
+    "struct map": [{Atom("__struct__"): Atom("Elixir.User"), Atom("name"): "ann", Atom("age"): [1.5]}],
+    "big integers": [1 << 100, -(1 << 70), [1 << 64]],
+    "bitstrings and improper lists": [BitBinary(b"\xa0", 3), ImproperList([[]], 1)],
+    "pids, refs, ports": [_make_pid("é@h", 1, 2, 3), _make_ref("a@h", 1, (2,)), _make_port("a@h", 1, 2), (1.0, b"x")],
+}
+
+
+@needs_c
+@pytest.mark.parametrize("value", list(BUDGET_CASES.values()), ids=list(BUDGET_CASES))
+def test_c_and_python_count_the_same_objects(value: Term) -> None:
+    registry = etf.StructRegistry()
+    registry.register(User, "Elixir.User")
+    assert _same_count(etf.encode(value), registry) > 2
+    assert _same_count(b"\x83\x63" + b"1.5".ljust(31, b"\0")) == 1  # FLOAT_EXT: only in etf.py
+    assert _same_count(HOSTILE["list whose tail is improper"]) == 3  # two lists, one ImproperList
+
+
+@needs_c
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.recursive(st.one_of(_leaves, st.text(max_size=10)), _extend, max_leaves=25))
+def test_c_and_python_count_the_same_objects_in_random_terms(term: Term) -> None:
+    _same_count(etf.encode(term))

@@ -52,6 +52,26 @@ SEEDS: list[bytes] = [etf.encode(t) for t in SEED_TERMS] + [
 ]
 
 
+# Two frames that cost far more to decode than their size, from issue 11;
+# the corpus keeps small ones, the tests (test_etf.py) build the originals.
+
+
+def empty_lists_frame(n: int) -> bytes:
+    """A list of `n` empty lists: one byte each, 64 bytes each decoded (an 8 MB
+    frame grew a node by 577 MB)."""
+    return b"\x83\x6c" + struct.pack(">I", n) + b"\x6a" * (n + 1)
+
+
+def hash_flood_frame(n: int, shared: int | None = None) -> bytes:
+    """A map of `n` integer keys of which `shared` (all, by default) have one
+    hash, `1 + k * (2**61 - 1)`: dict insertion is quadratic in them (a 598 KB
+    map held a node for 11.7 s). The other keys are 2**64 + k."""
+    shared = n if shared is None else shared
+    keys = [1 + k * ((1 << 61) - 1) for k in range(shared)] + [(1 << 64) + k for k in range(n - shared)]
+    pairs = b"".join(b"\x6e\x10\x00" + key.to_bytes(16, "little") + b"\x61\x00" for key in keys)
+    return b"\x83\x74" + struct.pack(">I", n) + pairs
+
+
 def check(data: bytes, limits: Limits = LIMITS) -> None:
     """The fuzzing oracle: DecodeError, or a term that round-trips."""
     try:
@@ -154,6 +174,8 @@ def write_corpus() -> None:  # pragma: no cover - run by hand to rebuild corpus/
         "improper_tail_list_chain": b"\x83\x6c\x00\x00\x00\x01\x61\x01\x6c\x00\x00\x00\x01\x61\x02\x61\x03",
         "string_ext_empty": b"\x83\x6b\x00\x00",
         "export_arity_not_small_int": b"\x83\x71\x77\x01m\x77\x01f\x62\x00\x00\x00\x01",
+        "budget_empty_lists_64k": empty_lists_frame(1 << 16),
+        "hash_flood_map_2000": hash_flood_frame(2000),
     }
     CORPUS.mkdir(exist_ok=True)
     for name, data in cases.items():

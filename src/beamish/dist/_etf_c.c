@@ -78,6 +78,7 @@ static PyObject *py_new_atom;      /* etf._new_atom(d, raw, encoding, pos) */
 static PyObject *utf8_atoms, *latin1_atoms; /* etf._UTF8_ATOMS, etf._LATIN1_ATOMS */
 static PyObject *struct_key;       /* Atom("__struct__") */
 static PyObject *s_struct_key_text, *s_utf8, *s_latin1, *s_max_depth, *s_binaries, *s_peer, *s_structs, *s_by_name;
+static PyObject *s_left, *s_min_objects, *s_bytes_per_object;
 
 /* Byte offsets of the slots of Pid, Ref and ImproperList (all __slots__
  * classes): read and written directly, as the member descriptors would. */
@@ -171,6 +172,9 @@ typedef struct {
     int peer;
     PyObject *by_name;   /* d.structs.by_name, fetched at the first map (owned) */
     int nesting;         /* containers being decoded in C */
+    Py_ssize_t budget;   /* objects this decode may build (etf.py's "Bounds") */
+    Py_ssize_t left;     /* of which this many are left */
+    PyObject *fork;      /* d.fork(budget, left), made at the first fallback (owned) */
 } Dec;
 
 static PyObject *dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth);
@@ -206,21 +210,69 @@ too_deep(Dec *s, Py_ssize_t pos)
     return dec_error(pos, "nesting deeper than Limits.max_depth=%zd", s->max_depth);
 }
 
-/* The pure-Python decoder of the tag at `*pos`, with the same options. */
+static Py_ssize_t last_min_objects, last_bytes_per_object;
+
+/* etf._over_budget, word for word. */
+static PyObject *
+over_budget(Dec *s, Py_ssize_t pos)
+{
+    return dec_error(pos,
+                     "term builds more than %zd objects (Limits: max(min_objects=%zd, "
+                     "input bytes // bytes_per_object=%zd))",
+                     s->budget, last_min_objects, last_bytes_per_object);
+}
+
+/* etf._take: count one object (its tag at `pos`), or fail the decode. */
+#define TAKE(s, pos)                       \
+    do {                                   \
+        if (--(s)->left < 0) {             \
+            return over_budget((s), (pos)); \
+        }                                  \
+    } while (0)
+
+/* The pure-Python decoder of the tag at `*pos`, with the same options and
+ * what is left of the budget: it counts on a fork of the decoder made for
+ * this decode (the decoder itself is shared), whose count comes back. */
 static PyObject *
 dec_fallback(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
 {
     PyObject *fn = PyTuple_GET_ITEM(py_decoders, s->buf[*pos]);
+    PyObject *left = PyLong_FromSsize_t(s->left);
+    if (left == NULL) {
+        return NULL;
+    }
+    int rc;
+    if (s->fork == NULL) {
+        s->fork = PyObject_CallMethod(s->d, "fork", "nO", s->budget, left);
+        rc = s->fork == NULL ? -1 : 0;
+    }
+    else {
+        rc = PyObject_SetAttr(s->fork, s_left, left);
+    }
+    Py_DECREF(left);
+    if (rc < 0) {
+        return NULL;
+    }
     PyObject *p = PyLong_FromSsize_t(*pos + 1);
     PyObject *dp = PyLong_FromSsize_t(depth);
     PyObject *res = NULL;
     if (p != NULL && dp != NULL) {
-        PyObject *args[4] = {s->d, s->data, p, dp};
+        PyObject *args[4] = {s->fork, s->data, p, dp};
         res = PyObject_Vectorcall(fn, args, 4, NULL);
     }
     Py_XDECREF(p);
     Py_XDECREF(dp);
     if (res == NULL) {
+        return NULL;
+    }
+    if ((left = PyObject_GetAttr(s->fork, s_left)) == NULL) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    s->left = PyLong_AsSsize_t(left);
+    Py_DECREF(left);
+    if (s->left == -1 && PyErr_Occurred()) {
+        Py_DECREF(res);
         return NULL;
     }
     if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) != 2) {
@@ -509,6 +561,7 @@ dec_list(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
     if (s->len - start < 5) {
         return truncated(s);
     }
+    TAKE(s, start);
     long long n = rd32(s->buf + start + 1); /* 64 bits: a count near 2^32 stays positive */
     Py_ssize_t p = start + 5;
     if (depth >= s->max_depth) {
@@ -562,7 +615,8 @@ dec_list(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         Py_XDECREF(joined);
     }
     else {
-        result = new_improper(items, tail);
+        /* etf._dec_list counts the ImproperList: 48 bytes more. */
+        result = --s->left < 0 ? over_budget(s, start) : new_improper(items, tail);
     }
     Py_DECREF(tail);
     Py_DECREF(items);
@@ -594,6 +648,9 @@ dec_tuple(Dec *s, Py_ssize_t *pos, Py_ssize_t depth, int large)
         }
         n = s->buf[start + 1];
         p = start + 2;
+    }
+    if (n > 0) {
+        TAKE(s, start);
     }
     if (depth >= s->max_depth) {
         return too_deep(s, start);
@@ -641,6 +698,52 @@ dec_tuple(Dec *s, Py_ssize_t *pos, Py_ssize_t depth, int large)
     return t;
 }
 
+/* etf._FLOOD_KEYS: maps of more keys are checked for hash flooding, and
+ * refused if more keys than this share one hash (etf.py's "Bounds"). */
+#define FLOOD_KEYS 16
+
+static int
+cmp_hash(const void *a, const void *b)
+{
+    Py_hash_t x = *(const Py_hash_t *)a, y = *(const Py_hash_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The most keys of `pairs` (key, value, key, value...) that share one
+ * hash, by sorting their hashes: nothing goes into a dict before the map is
+ * known to be safe. -2 without an error if a key cannot be hashed (etf.py
+ * freezes it), -1 with an error. */
+static Py_ssize_t
+most_sharing_a_hash(PyObject *pairs)
+{
+    Py_ssize_t n = PyList_GET_SIZE(pairs) / 2;
+    Py_hash_t *h = PyMem_New(Py_hash_t, n);
+    if (h == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((h[i] = PyObject_Hash(PyList_GET_ITEM(pairs, 2 * i))) == -1) {
+            PyMem_Free(h);
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                return -1;
+            }
+            PyErr_Clear();
+            return -2;
+        }
+    }
+    qsort(h, n, sizeof *h, cmp_hash);
+    Py_ssize_t most = n > 0, run = 1;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        run = h[i] == h[i - 1] ? run + 1 : 1;
+        if (run > most) {
+            most = run;
+        }
+    }
+    PyMem_Free(h);
+    return most;
+}
+
 static PyObject *
 dec_map(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
 {
@@ -648,6 +751,9 @@ dec_map(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
     if (s->len - start < 5) {
         return truncated(s);
     }
+    /* What a fallback to etf.py below must start from: it counts the map again. */
+    Py_ssize_t left_before = s->left;
+    TAKE(s, start);
     long long n = rd32(s->buf + start + 1);
     Py_ssize_t p = start + 5;
     if (depth >= s->max_depth) {
@@ -656,11 +762,50 @@ dec_map(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
     if (n > (s->len - p) / 2) {
         return dec_error(start, "map of %lld pairs runs past the end of the input", n);
     }
+    PyObject *pairs = NULL;
     PyObject *result = PyDict_New();
     if (result == NULL) {
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
+    if (n > FLOOD_KEYS) {
+        /* Grown as read, not sized by n: a count the input cannot back costs nothing. */
+        if ((pairs = PyList_New(0)) == NULL) {
+            goto fail;
+        }
+        for (Py_ssize_t i = 0; i < 2 * n; i++) {
+            PyObject *item = dec_term(s, &p, depth + 1);
+            if (item == NULL) {
+                goto fail;
+            }
+            int rc = PyList_Append(pairs, item);
+            Py_DECREF(item);
+            if (rc < 0) {
+                goto fail;
+            }
+        }
+        Py_ssize_t most = most_sharing_a_hash(pairs);
+        if (most == -2) {
+            goto python;
+        }
+        if (most < 0) {
+            goto fail;
+        }
+        if (most > FLOOD_KEYS) {
+            dec_error(start, "map of %lld keys of which %zd share one hash (hash flooding)", n, most);
+            goto fail;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t size = PyDict_GET_SIZE(result);
+            if (PyDict_SetItem(result, PyList_GET_ITEM(pairs, 2 * i), PyList_GET_ITEM(pairs, 2 * i + 1)) < 0) {
+                goto fail;
+            }
+            if (PyDict_GET_SIZE(result) == size) {
+                goto python; /* keys equal in Python: etf.py raises DecodeError */
+            }
+        }
+        Py_CLEAR(pairs);
+    }
+    for (Py_ssize_t i = 0; i < n && n <= FLOOD_KEYS; i++) {
         PyObject *key = dec_term(s, &p, depth + 1);
         if (key == NULL) {
             goto fail;
@@ -711,9 +856,12 @@ dec_map(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
     *pos = p;
     return result;
 python:
+    Py_XDECREF(pairs);
     Py_DECREF(result);
+    s->left = left_before;
     return dec_fallback(s, pos, depth);
 fail:
+    Py_XDECREF(pairs);
     Py_DECREF(result);
     return NULL;
 }
@@ -766,6 +914,7 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         if (left < 3 || b[1] > 8 || b[2] > 1 || left < 3 + b[1]) {
             return dec_fallback(s, pos, depth);
         }
+        TAKE(s, p);
         unsigned long long mag = 0;
         for (int i = b[1] - 1; i >= 0; i--) {
             mag = (mag << 8) | b[3 + i];
@@ -789,6 +938,7 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         if (!isfinite(value)) {
             return dec_fallback(s, pos, depth); /* etf.py's "not finite" error */
         }
+        TAKE(s, p);
         *pos = p + 9;
         return PyFloat_FromDouble(value);
     }
@@ -803,9 +953,11 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
     case MAP_EXT:
         return dec_container(s, pos, depth, b[0]);
     case NIL_EXT:
+        TAKE(s, p);
         *pos = p + 1;
         return PyList_New(0);
     case STRING_EXT: {
+        TAKE(s, p);
         if (left < 3) {
             return truncated(s);
         }
@@ -824,6 +976,7 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         return r;
     }
     case BINARY_EXT: {
+        TAKE(s, p);
         if (left < 5) {
             return truncated(s);
         }
@@ -846,12 +999,13 @@ dec_term(Dec *s, Py_ssize_t *pos, Py_ssize_t depth)
         if (n > left - 6) {
             return dec_error(p + 6, "bitstring of %lld bytes runs past the end of the input (%zd left)", n, left - 6);
         }
-        if ((n == 0 && bits == 0) || (n > 0 && bits == 8)) {
+        if (n == 0 ? bits != 0 : bits < 1 || bits > 8) {
+            return dec_fallback(s, pos, depth);
+        }
+        TAKE(s, p);
+        if (bits == 0 || bits == 8) {
             /* A whole-byte bitstring: from a beamish peer, that is how bytes travel. */
             r = s->peer ? PyBytes_FromStringAndSize((const char *)b + 6, n) : dec_binary_value(s, p + 6, n);
-        }
-        else if (n == 0 || bits < 1 || bits > 8) {
-            return dec_fallback(s, pos, depth);
         }
         else {
             PyObject *raw = PyBytes_FromStringAndSize((const char *)b + 6, n);
@@ -890,19 +1044,33 @@ static PyObject *last_decoder;
 static Py_ssize_t last_max_depth;
 static int last_mode, last_peer;
 
+/* The int attribute `name` of `o`, at least `min`; -1 with an error set if not. */
+static Py_ssize_t
+ssize_attr(PyObject *o, PyObject *name, Py_ssize_t min)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    if (n < min && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "_Decoder.%U must be at least %zd", name, min);
+    }
+    return PyErr_Occurred() ? -1 : n;
+}
+
 static int
 read_options(Dec *s)
 {
     if (s->d != last_decoder) {
-        PyObject *v = PyObject_GetAttr(s->d, s_max_depth);
-        if (v == NULL) {
+        Py_ssize_t max_depth, min_objects, bytes_per_object;
+        if (((max_depth = ssize_attr(s->d, s_max_depth, PY_SSIZE_T_MIN)) == -1 && PyErr_Occurred())
+            || (min_objects = ssize_attr(s->d, s_min_objects, 0)) < 0
+            || (bytes_per_object = ssize_attr(s->d, s_bytes_per_object, 1)) < 0) {
             return -1;
         }
-        Py_ssize_t max_depth = PyLong_AsSsize_t(v);
-        Py_DECREF(v);
-        if (max_depth == -1 && PyErr_Occurred()) {
-            return -1;
-        }
+        PyObject *v;
         if ((v = PyObject_GetAttr(s->d, s_binaries)) == NULL) {
             return -1;
         }
@@ -926,6 +1094,8 @@ read_options(Dec *s)
         Py_INCREF(s->d);
         Py_XSETREF(last_decoder, s->d);
         last_max_depth = max_depth;
+        last_min_objects = min_objects;
+        last_bytes_per_object = bytes_per_object;
         last_mode = mode;
         last_peer = peer;
     }
@@ -960,6 +1130,7 @@ etf_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     s.len = PyBytes_GET_SIZE(args[1]);
     s.d = args[0];
     s.by_name = NULL;
+    s.fork = NULL;
     s.nesting = 0;
     Py_ssize_t pos = PyLong_AsSsize_t(args[2]);
     Py_ssize_t depth = PyLong_AsSsize_t(args[3]);
@@ -972,8 +1143,15 @@ etf_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (read_options(&s) < 0) {
         return NULL;
     }
+    /* etf._py_decode's budget: pos <= len, as a shorter input fails below. */
+    s.budget = pos < s.len ? (s.len - pos) / last_bytes_per_object : 0;
+    if (s.budget < last_min_objects) {
+        s.budget = last_min_objects;
+    }
+    s.left = s.budget;
     PyObject *term = dec_term(&s, &pos, depth);
     Py_XDECREF(s.by_name);
+    Py_XDECREF(s.fork);
     if (term == NULL) {
         return NULL;
     }
@@ -1778,6 +1956,9 @@ PyInit__etf_c(void)
     INTERN(s_peer, "peer");
     INTERN(s_structs, "structs");
     INTERN(s_by_name, "by_name");
+    INTERN(s_left, "left");
+    INTERN(s_min_objects, "min_objects");
+    INTERN(s_bytes_per_object, "bytes_per_object");
     INTERN(s_struct_key_text, "__struct__");
 #undef INTERN
     return PyModule_Create(&module_def);

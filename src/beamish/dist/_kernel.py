@@ -101,7 +101,7 @@ class Kernel:
         self.server = await asyncio.start_server(self._accepted, host, self.options.port, limit=1 << 20)
         self.port = self.server.sockets[0].getsockname()[1]
         alive = self.node.name.split("@", 1)[0]
-        self.embedded_epmd = await epmd.ensure(epmd_port=self.options.epmd_port)
+        self.embedded_epmd = await epmd.ensure(epmd_port=self.options.epmd_port, listen=host)
         self.epmd = await epmd.register(alive, self.port, epmd_port=self.options.epmd_port)
         self.node.dist = self
         self.services.start()

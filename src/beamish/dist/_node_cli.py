@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
 from .._os_signals import OS_SIGNALS
 from ..node import Node, _loop_factory
@@ -62,12 +63,23 @@ def main(args: argparse.Namespace) -> int:
                 log.warning("could not connect to %s", peer)
         print(f"node {node.name} up on {args.listen}:{_api.kernel().port}", flush=True)
 
-    async def serve() -> None:
-        if await OS_SIGNALS.unless_stopped(start()):
+    async def serve() -> int:
+        try:
+            started = await OS_SIGNALS.unless_stopped(start())
+        except OSError as exc:
+            # EpmdError (a name taken) and a port in use are the user's to fix:
+            # one line naming the node, not a crash report and a traceback.
+            print(f"beamish node: cannot start {node.name}: {exc}; {_REMEDY}", file=sys.stderr, flush=True)
+            return 1
+        if started:
             await OS_SIGNALS.stopped()
         print(f"node {node.name} leaving the cluster", flush=True)
         await _api.stop()
+        return 0
 
     with asyncio.Runner(loop_factory=_loop_factory(None)) as runner:
-        runner.run(node.run(serve))
-    return 0
+        code: int = runner.run(node.run(serve))
+    return code
+
+
+_REMEDY = "stop the node that has that name or port, or choose another --name (or --port)"

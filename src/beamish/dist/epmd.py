@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
 import struct
 import subprocess
+from collections.abc import Mapping
 from typing import Final
 
 __all__ = ["EpmdError", "EpmdServer", "Registration", "ensure", "names", "port_please", "register"]
@@ -100,7 +102,8 @@ async def register(
         raise EpmdError(f"EPMD closed the registration of {name!r}: {exc}") from None
     if result != 0:
         writer.close()
-        raise EpmdError(f"EPMD refused to register {name!r} (result {result}): is the name taken?")
+        # erts' epmd answers 1 to a name already registered (and to nothing else a node sends).
+        raise EpmdError(f"the name {name!r} is taken: EPMD already has a node of that name (result {result})")
     return Registration(writer, creation)
 
 
@@ -158,16 +161,21 @@ def _port(explicit: int | None) -> int:
     return epmd_port(explicit)
 
 
-async def ensure(*, epmd_port: int | None = None) -> EpmdServer | None:
+async def ensure(*, epmd_port: int | None = None, listen: str = "127.0.0.1") -> EpmdServer | None:
     """Make sure an EPMD listens on this host: use one already there, else
     start the system's `epmd -daemon`, else serve an embedded one (returned,
-    to be closed by the caller)."""
+    to be closed by the caller).
+
+    The daemon is the host's, as Erlang's is: shared by every node and left
+    running when this one stops (`epmd -kill` stops it). It listens where the
+    node does (`listen`; see `_daemon_env`), on loopback by default, not on
+    every interface as a bare `epmd -daemon` would."""
     port = _port(epmd_port)
     if await _listening(port):
         return None
     exe = shutil.which("epmd")
     if exe is not None:
-        env = dict(os.environ, ERL_EPMD_PORT=str(port))
+        env = _daemon_env(port, listen, os.environ)
         await asyncio.to_thread(subprocess.run, [exe, "-daemon"], env=env, check=False)
         for _ in range(100):
             if await _listening(port):
@@ -175,6 +183,35 @@ async def ensure(*, epmd_port: int | None = None) -> EpmdServer | None:
             await asyncio.sleep(0.02)
     log.info("no epmd found: serving an embedded EPMD on 127.0.0.1:%d", port)
     return await EpmdServer.start(port=port)
+
+
+def _daemon_env(port: int, listen: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment to start `epmd -daemon` in, for a node listening on
+    `listen`: ERL_EPMD_ADDRESS names that address (epmd adds loopback
+    itself), loopback for a loopback node, and is left out, so that epmd
+    listens everywhere, only for a node that listens everywhere (or on a
+    host name). One the user set is kept.
+
+    >>> _daemon_env(4369, "127.0.0.1", {})
+    {'ERL_EPMD_PORT': '4369', 'ERL_EPMD_ADDRESS': '127.0.0.1'}
+    >>> _daemon_env(4369, "10.0.0.5", {})["ERL_EPMD_ADDRESS"]
+    '10.0.0.5'
+    >>> "ERL_EPMD_ADDRESS" in _daemon_env(4369, "0.0.0.0", {})
+    False
+    """
+    env = dict(environ, ERL_EPMD_PORT=str(port))
+    if "ERL_EPMD_ADDRESS" in environ:
+        return env
+    if listen == "localhost":
+        env["ERL_EPMD_ADDRESS"] = "127.0.0.1"
+        return env
+    try:
+        address = ipaddress.ip_address(listen)
+    except ValueError:
+        return env  # a host name: epmd takes only addresses, so everywhere, as before
+    if not address.is_unspecified:
+        env["ERL_EPMD_ADDRESS"] = "127.0.0.1" if address.is_loopback else str(address)
+    return env
 
 
 async def _listening(port: int) -> bool:
@@ -219,7 +256,7 @@ class EpmdServer:
             req = await asyncio.wait_for(reader.readexactly(size), 10)
             if not req:
                 return
-            if req[0] == ALIVE2_REQ and len(req) >= 13:
+            if req[0] == ALIVE2_REQ:
                 await self._alive(req, reader, writer)
             elif req[0] == PORT_PLEASE2_REQ:
                 entry = self.nodes.get(req[1:].decode(errors="replace"))
@@ -243,7 +280,19 @@ class EpmdServer:
             writer.close()
 
     async def _alive(self, req: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        port, _, _, high, low, nlen = struct.unpack(">HBBHHH", req[1:11])
+        # ALIVE2_REQ: 120, port, node type, protocol, highest and lowest
+        # version, name length, name, extra length, extra (erts' epmd_srv.c
+        # refuses a packet whose lengths do not add up, as here).
+        nlen = struct.unpack_from(">H", req, 9)[0] if len(req) >= 11 else -1
+        elen = struct.unpack_from(">H", req, 11 + nlen)[0] if nlen >= 0 and len(req) >= 13 + nlen else -1
+        if elen < 0 or len(req) != 13 + nlen + elen:
+            log.warning(
+                "embedded EPMD: refused an ALIVE2 request whose lengths (name %d, extra %d) disagree with its %d bytes",
+                nlen, elen, len(req),
+            )  # fmt: skip
+            writer.write(struct.pack(">BBI", ALIVE2_X_RESP, 1, 0))
+            return
+        port, _, _, high, low = struct.unpack_from(">HBBHH", req, 1)
         name = req[11 : 11 + nlen].decode(errors="replace")
         if name in self.nodes or not name:
             writer.write(struct.pack(">BBI", ALIVE2_X_RESP, 1, 0))
