@@ -47,7 +47,8 @@ def new_cookie() -> str:
 def ensure_epmd() -> None:
     """Start the system's epmd daemon (idempotent) and wait until it answers."""
     epmd = require("epmd")
-    subprocess.run([epmd, "-daemon"], check=True)
+    # On loopback, as beamish starts it (`epmd._daemon_env`): tests open no port to the network.
+    subprocess.run([epmd, "-daemon"], check=True, env={**os.environ, "ERL_EPMD_ADDRESS": os.environ.get("ERL_EPMD_ADDRESS", "127.0.0.1")})
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if subprocess.run([epmd, "-names"], capture_output=True).returncode == 0:
