@@ -9,7 +9,11 @@ beamish nodes sharing one event loop); the same one-loop figures with
 uvloop (`_uvloop`); then, for the default loop and for uvloop, the same
 between two OS processes:
 `floor_tcp_pingpong_2proc`, `remote_call_2proc`, `remote_cast_2proc`, and
-`remote_call_erlang` (beamish calling net_kernel on an Erlang node).
+`remote_call_erlang` (beamish calling net_kernel on an Erlang node);
+`large_fragmented_receive` (ms for an Erlang node to send a list of
+1,000,000 integers, about 5 MB that OTP splits into 64 KiB fragments, to a
+beamish node that reassembles and decodes it and acknowledges), next to
+`erlang_large_fragmented_receive` (the same to an Erlang node).
 Latencies are the best of `ROUNDS` rounds, Erlang's included.
 Run: `python bench/bench_remote.py [--quick]`.
 """
@@ -276,6 +280,63 @@ def os_pair(calls: int, casts: int, use_uvloop: bool) -> tuple[float, float, flo
     return out["call"], out["cast"], out.get("erlang")
 
 
+_SINK = "register(sink, spawn(fun L() -> receive {From, _} -> From ! ack, L() end end))"
+
+
+def _send_large(erl: str, cookie: str, suffix: str, target: str, count: int) -> float:
+    """ms per round: an Erlang node sends `lists:seq(1, count)` to `sink` on
+    `target` and waits for its ack (the best of `ROUNDS`, after one warm-up)."""
+    code = (
+        f"T = '{target}', Big = lists:seq(1, {count}), "
+        "Wait = fun W(0) -> error; W(N) -> {sink, T} ! {self(), probe}, "
+        "receive ack -> ok after 100 -> W(N - 1) end end, ok = Wait(100), "
+        "Round = fun() -> T0 = erlang:monotonic_time(microsecond), {sink, T} ! {self(), Big}, "
+        "receive ack -> ok end, erlang:monotonic_time(microsecond) - T0 end, Round(), "
+        f"io:format(\"~p~n\", [lists:min([Round() || _ <- lists:seq(1, {ROUNDS})]) / 1000]), halt()."
+    )
+    out = subprocess.run(
+        [erl, "-noshell", "-name", f"bench_big_{suffix}@127.0.0.1", "-setcookie", cookie, "-eval", code],
+        capture_output=True, text=True, timeout=300,
+    ).stdout.strip()
+    return float(out.splitlines()[-1])
+
+
+def large_fragmented(count: int) -> tuple[float, float] | None:
+    """ms per large fragmented message from an Erlang node: to a beamish
+    node, and to an Erlang node (the floor); None without `erl`."""
+    erl = shutil.which("erl")
+    if erl is None:
+        return None
+    cookie = secrets.token_hex(8)
+    suffix = secrets.token_hex(3)
+    erl_sink = f"bench_sink_{suffix}@127.0.0.1"
+    sink = subprocess.Popen(
+        [erl, "-noshell", "-name", erl_sink, "-setcookie", cookie, "-eval", f"{_SINK}."],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        floor = _send_large(erl, cookie, suffix + "e", erl_sink, count)
+    finally:
+        sink.kill()
+        sink.wait()
+
+    async def beamish_sink() -> float:
+        await dist.start(cookie=cookie)
+
+        async def serve() -> None:
+            while True:
+                match await beamish.receive():
+                    case (beamish.Pid() as sender, _):
+                        beamish.send(sender, Atom("ack"))
+
+        beamish.spawn(serve, name="sink")
+        return await beamish.to_thread(_send_large, erl, cookie, suffix + "b", str(dist.node()), count)
+
+    ours = beamish.run(beamish_sink, name=f"bench_bsink_{suffix}@127.0.0.1", lag_threshold=None)
+    assert isinstance(ours, float)
+    return ours, floor
+
+
 def main(quick: bool) -> None:
     calls = 1_000 if quick else 20_000
     casts = 10_000 if quick else 200_000
@@ -307,6 +368,11 @@ def main(quick: bool) -> None:
         result(f"remote_cast_2proc{suffix}", cast, "msgs/s")
         if to_erlang is not None:
             result(f"remote_call_erlang{suffix}", to_erlang, "us", erlang or floor2)
+    large = large_fragmented(100_000 if quick else 1_000_000)
+    if large is not None:
+        ours, theirs = large
+        result("erlang_large_fragmented_receive", theirs, "ms")
+        result("large_fragmented_receive", ours, "ms", theirs)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ first process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import subprocess
@@ -20,7 +21,8 @@ from tests.interop.erlang import HOST, ErlNode, erl_eval, erl_node, erl_run, req
 
 import beamish
 from beamish import Atom, From, GenServer, Pid, Reply, dist
-from beamish.dist import rpc
+from beamish.dist import flags, rpc
+from beamish.dist.framing import MessageTooLarge
 from beamish.terms import Term
 from beamish.testing import ANY, assert_receive, wait_for_exit
 
@@ -170,6 +172,72 @@ async def test_large_and_compressed_messages_cross_intact(erl: ErlNode) -> None:
     assert size == len(blob) and digest == hashlib.md5(blob).digest()
     _, back = await assert_receive(("back", bytes), timeout=10)
     assert back == blob
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_fragments_large_messages_and_they_arrive_whole(erl: ErlNode) -> None:
+    """Both nodes agree on FRAGMENTS, so OTP splits a message whose encoding
+    passes 64 KiB into fragments (a list of integers; a large binary would
+    travel whole), and two processes sending at once interleave theirs."""
+    me = await start_node(erl)
+    beamish.register("inbox", beamish.self())
+    await erl_do(
+        erl.name,
+        f"Big = lists:seq(1, 200000), {{inbox, '{me}'}} ! small, "
+        f"[spawn(fun() -> {{inbox, '{me}'}} ! {{big, N, Big}} end) || N <- [1, 2]], ok.",
+    )
+    expected = list(range(1, 200_001))
+    got = {}
+    for _ in range(2):
+        _, n, numbers = await assert_receive(("big", int, list), timeout=10)
+        got[n] = numbers
+    assert got == {1: expected, 2: expected}
+    await assert_receive("small", timeout=5)
+    conn = dist.kernel().conns[Atom(erl.name)]
+    assert conn.flags & dist.kernel().flags & flags.FRAGMENTS  # so OTP did fragment
+    # What we send back goes behind a DIST_HEADER, which erts requires then.
+    assert await rpc.call(erl.name, "erlang", "length", [expected], timeout=10) == 200_000
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_a_70_mb_message_from_erlang_arrives_by_default(erl: ErlNode) -> None:
+    """The issue's case: over the old 64 MiB frame cap, well under the
+    default max_message (0.7 s and 180 MB of RSS for the whole test)."""
+    me = await start_node(erl)
+    beamish.register("inbox", beamish.self())
+    await erl_do(erl.name, f"{{inbox, '{me}'}} ! {{big, binary:copy(<<7>>, 70000000)}}, ok.")
+    _, blob = await assert_receive(("big", bytes), timeout=20)
+    assert len(blob) == 70_000_000 and blob.count(7) == 70_000_000
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_max_message_holds_both_ways_and_a_peer_over_it_is_a_warning(
+    erl: ErlNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One limit, both ways: our send over `max_message` raises in the
+    sender (connected or not yet); a peer's message over it (here in
+    fragments; a whole frame: test_dist_beamish) closes that connection
+    with a WARNING naming the peer, and its links and monitors fire
+    noconnection, so that no message is lost unseen."""
+    me = await start_node(erl, max_message=1 << 20)
+    beamish.register("inbox", beamish.self())
+    pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> ok end end).")
+    await erl_do(erl.name, f"{{inbox, '{me}'}} ! {{under, lists:seq(1, 100000)}}, ok.")
+    await assert_receive(("under", list), timeout=10)
+    with pytest.raises(MessageTooLarge, match="over max_message=1048576"):
+        beamish.send(pid, bytes(2 << 20))
+    with pytest.raises(MessageTooLarge):
+        beamish.send((Atom("inbox"), Atom(f"{unique_name('nowhere')}@{HOST}")), bytes(2 << 20))
+    assert await dist.ping(erl.name) == "pong"
+    ref = beamish.monitor(pid)
+    with contextlib.suppress(rpc.BadRpc):  # its reply may be lost with the connection
+        await erl_do(erl.name, f"{{inbox, '{me}'}} ! {{over, lists:seq(1, 400000)}}, ok.")
+    await assert_receive(("DOWN", ref, "process", pid, "noconnection"), timeout=10)
+    warnings = [r for r in caplog.records if r.name == "beamish.dist" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and erl.name in warnings[0].getMessage()
+    assert "fragmented messages of" in warnings[0].getMessage()
+    await erl_do(erl.name, f"{{inbox, '{me}'}} ! again, ok.")  # reconnected
+    await assert_receive("again", timeout=5)
 
 
 # --- GenServer calls both ways ----------------------------------------------
@@ -609,3 +677,4 @@ def test_short_names_work_both_ways() -> None:
     finally:
         proc.kill()
         proc.wait()
+
