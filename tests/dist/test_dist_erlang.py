@@ -663,8 +663,8 @@ def test_short_names_work_both_ways() -> None:
     async def main() -> Term:
         await dist.start(cookie=cookie)
         peer = f"{short}@{host}"
-        for _ in range(100):  # until the Erlang node has registered
-            if await dist.ping(peer) == "pong":
+        for _ in range(100):  # until the Erlang node is up and its -eval registered echo
+            if await dist.ping(peer) == "pong" and isinstance(await rpc.call(peer, "erlang", "whereis", [Atom("echo")]), Pid):
                 break
             await asyncio.sleep(0.1)
         beamish.send((Atom("echo"), Atom(peer)), (beamish.self(), "short"))
