@@ -13,7 +13,10 @@ between two OS processes:
 `large_fragmented_receive` (ms for an Erlang node to send a list of
 1,000,000 integers, about 5 MB that OTP splits into 64 KiB fragments, to a
 beamish node that reassembles and decodes it and acknowledges), next to
-`erlang_large_fragmented_receive` (the same to an Erlang node).
+`erlang_large_fragmented_receive` (the same to an Erlang node);
+`rpc_call_pool` (µs per `rpc.call` of a plain function, which a node runs
+in its thread pool) against `rpc_call_loop` (the same function allow-listed
+`@loop`), between two beamish nodes in one loop.
 Latencies are the best of `ROUNDS` rounds, Erlang's included.
 Run: `python bench/bench_remote.py [--quick]`.
 """
@@ -33,6 +36,7 @@ from typing import Any, TypeVar
 
 import beamish
 from beamish import Atom, From, GenServer, Node, NoReply, Reply, dist
+from beamish.dist import rpc
 from beamish.terms import Term
 
 T = TypeVar("T")
@@ -220,6 +224,46 @@ def beamish_pair(calls: int, casts: int, use_uvloop: bool = False) -> tuple[floa
     return out["call"], out["cast"], None
 
 
+def rpc_placement(calls: int) -> tuple[float, float]:
+    """µs per sequential rpc.call of math.fabs run in the server node's
+    thread pool (the default for a plain function), and on its loop
+    (`@loop`); the best of `ROUNDS` rounds each."""
+    cookie = secrets.token_hex(8)
+    suffix = secrets.token_hex(3)
+    a = Node(f"bench_ra_{suffix}@127.0.0.1", lag_threshold=None)
+    b = Node(f"bench_rb_{suffix}@127.0.0.1", lag_threshold=None)
+    out: dict[str, float] = {}
+    ready, done = asyncio.Event(), asyncio.Event()
+
+    async def server() -> None:
+        await dist.start(cookie=cookie, rpc_allow=["math:fabs", "operator:abs@loop"])
+        ready.set()
+        await done.wait()
+
+    async def time_calls(module: str, function: str) -> float:
+        await rpc.call(a.name, module, function, [-1.5])
+        best = float("inf")
+        for _ in range(ROUNDS):
+            t0 = time.perf_counter()
+            for _ in range(rounds_of(calls)):
+                await rpc.call(a.name, module, function, [-1.5])
+            best = min(best, (time.perf_counter() - t0) / rounds_of(calls) * 1e6)
+        return best
+
+    async def client() -> None:
+        await dist.start(cookie=cookie)
+        await ready.wait()
+        out["pool"] = await time_calls("math", "fabs")
+        out["loop"] = await time_calls("operator", "abs")
+        done.set()
+
+    async def both() -> None:
+        await asyncio.gather(a.run(server), b.run(client))
+
+    asyncio.run(both())
+    return out["pool"], out["loop"]
+
+
 def serve(name: str, cookie: str, use_uvloop: bool) -> None:
     """The server node of `os_pair`: an Echo named `echo`, until stdin closes."""
 
@@ -368,6 +412,9 @@ def main(quick: bool) -> None:
         result(f"remote_cast_2proc{suffix}", cast, "msgs/s")
         if to_erlang is not None:
             result(f"remote_call_erlang{suffix}", to_erlang, "us", erlang or floor2)
+    pool, loop = rpc_placement(calls)
+    result("rpc_call_loop", loop, "us")
+    result("rpc_call_pool", pool, "us", loop)
     large = large_fragmented(100_000 if quick else 1_000_000)
     if large is not None:
         ours, theirs = large

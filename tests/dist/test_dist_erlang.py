@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -569,7 +570,7 @@ def greet(name: bytes) -> None:
 
 @pytest.mark.beamish(name=py_name())
 async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: ErlNode) -> None:
-    me = await start_node(erl, spawn_allow=["tests.dist.test_dist_erlang:greet"])
+    me = await start_node(erl, spawn_allow=["tests.dist.test_dist_erlang:greet@loop"])
     beamish.register("inbox", beamish.self())
     code = (
         f"R1 = erlang:spawn_request('{me}', 'tests.dist.test_dist_erlang', greet, [<<\"erl\">>], [monitor]), "
@@ -585,12 +586,57 @@ async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: E
 
 
 @pytest.mark.beamish(name=py_name())
+async def test_a_blocking_rpc_target_holds_a_pool_thread_not_the_node(erl: ErlNode) -> None:
+    """The issue's case: a synchronous target that blocks (here until this
+    process, which needs the loop, releases it: on the loop it never could)
+    runs in the node's thread pool, as does a spawned one; an `async def`
+    target and an `@loop` entry run on the loop."""
+    from tests.dist import rpc_targets
+
+    rpc_targets.STARTED.clear()
+    rpc_targets.RELEASE.clear()
+    m = "'tests.dist.rpc_targets'"
+    me = await start_node(
+        erl,
+        rpc_allow=["tests.dist.rpc_targets", "tests.dist.rpc_targets:loop_thread_id@loop"],
+        spawn_allow=["tests.dist.rpc_targets"],
+    )
+    code = (
+        f"io:format(\"~p~n~p~n~p~n~p~n\", [rpc:call('{me}', {m}, held_until_released, []), "
+        f"rpc:call('{me}', {m}, thread_id, []), rpc:call('{me}', {m}, loop_thread_id, []), "
+        f"erpc:call('{me}', {m}, async_thread_id, [])]), "
+        f"spawn('{me}', {m}, record_thread, [spawned]), halt()."
+    )
+    test = beamish.self()
+
+    async def run_erl() -> None:
+        beamish.send(test, ("out", await erl_run(code, erl.cookie)))
+
+    beamish.spawn(run_erl)
+    for _ in range(2000):  # bounded: until the target runs
+        if rpc_targets.STARTED.is_set():
+            break
+        await asyncio.sleep(0.01)
+    rpc_targets.RELEASE.set()
+    _, out = await assert_receive(("out", str), timeout=30)
+    held, pooled, on_loop, async_on_loop = out.split()
+    loop_thread = threading.get_ident()
+    assert held == "true"
+    assert int(pooled) != loop_thread and int(on_loop) == loop_thread and int(async_on_loop) == loop_thread
+    for _ in range(500):
+        if "spawned" in rpc_targets.THREADS:
+            break
+        await asyncio.sleep(0.01)
+    assert rpc_targets.THREADS["spawned"] != loop_thread
+
+
+@pytest.mark.beamish(name=py_name())
 async def test_erlang_casts_here_and_spawning_a_missing_function_exits_undef(erl: ErlNode) -> None:
     """rpc:cast and erpc:cast (erpc:execute_cast via spawn_request) run an
     allowed function; spawning a function the allowed module lacks gives a
     pid that exits `{undef, [MFA]}`, as an Erlang node answers."""
     m = "'tests.dist.rpc_targets'"
-    me = await start_node(erl, rpc_allow=["tests.dist.rpc_targets"], spawn_allow=["tests.dist.rpc_targets"])
+    me = await start_node(erl, rpc_allow=["tests.dist.rpc_targets@loop"], spawn_allow=["tests.dist.rpc_targets"])
     beamish.register("inbox", beamish.self())
     code = (
         f"true = rpc:cast('{me}', {m}, tell, [inbox, {{via, rpc}}]), "
