@@ -107,3 +107,63 @@ def test_processes_left_when_main_returns_are_killed() -> None:
 
     assert asyncio.run(node.run(main)) == 11
     assert not node.procs
+
+
+@pytest.mark.beamish(long_message_queue=(10, 100))
+async def test_a_long_message_queue_is_logged_once_until_it_falls_to_the_low_mark(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OTP 26's long_message_queue monitor, as a WARNING: a server held in
+    an async callback while casts pile up (the cast path), a process that
+    receives nothing while sends pile up (the send path); each logged once
+    at the high mark, the server again once it drained and piled up anew."""
+    from beamish import From, GenServer, NoReply, Reply
+
+    gate = asyncio.Event()
+
+    class Held(GenServer):
+        def init(self, _: Term) -> int:
+            return 0
+
+        async def handle_cast(self, request: Term, n: int) -> NoReply:
+            await gate.wait()
+            return NoReply(n + 1)
+
+        def handle_call(self, request: Term, from_: From, n: int) -> Reply:
+            return Reply(n, n)
+
+    test = beamish.self()
+
+    async def slow_reader() -> None:
+        await beamish.receive(lambda m: m == "go")
+        while True:
+            if await beamish.receive() == "done":
+                beamish.send(test, "read")
+
+    server = await Held.start(None, name="held")
+    sink = beamish.spawn(slow_reader)
+    with caplog.at_level(logging.WARNING, logger="beamish"):
+        for _ in range(150):
+            Held.cast(server, "x")
+        for i in range(150):
+            beamish.send(sink, i)
+        gate.set()
+        assert await Held.call(server, "count") == 150  # drained: re-armed
+        beamish.send(sink, "go")
+        beamish.send(sink, "done")
+        await beamish.receive(lambda m: m == "read")  # read: re-armed
+        gate.clear()
+        for i in range(150):
+            Held.cast(server, "x")
+            beamish.send(sink, i)
+    lines = [r.getMessage() for r in caplog.records if "long_message_queue" in r.getMessage()]
+    assert len(lines) == 4, lines
+    assert f"{server} (held) has 100 messages" in lines[0] and "high mark 100" in lines[0]
+    assert f"{sink} (" in lines[1] and "has 100 messages" in lines[1]
+    assert sorted(lines[2:]) == sorted(lines[:2])
+    gate.set()
+    beamish.exit(sink, "kill")
+    beamish.exit(server, "kill")
+    from beamish.process import current
+
+    assert not current().node.long_queues  # the dead are forgotten

@@ -254,6 +254,8 @@ class Process:
         if mb is None:
             mb = self.mailbox = deque()
         mb.append(msg)
+        if len(mb) >= self.node.long_queue_at:
+            self.node.long_queue(self, len(mb))
         if self._handler is not None and not self._busy and not self._scheduled:
             self._scheduled = True
             self.node.loop.call_soon(self._drain)
@@ -289,6 +291,8 @@ class Process:
             self.handled += n  # counted per batch: one attribute write, not one per message
             node.dispatching = None
             _current.reset(token)
+            if node.long_queues:  # a set, empty but for processes logged for a long queue
+                node.queue_shortened(self, len(mb))
         if self.alive and not self._busy:
             if mb:
                 self._scheduled = True
@@ -357,10 +361,13 @@ class Process:
         mb = self.mailbox
         if mb is not None and self._waiter is None:
             mb.append(msg)
-            if len(mb) >= HELP_AT and self.node.dispatching is None and self._handler is not None and not self._busy:
-                self._drain()
-                if not sender.alive:
-                    raise Exit(sender.exit_reason)
+            if len(mb) >= HELP_AT:
+                if self.node.dispatching is None and self._handler is not None and not self._busy:
+                    self._drain()
+                    if not sender.alive:
+                        raise Exit(sender.exit_reason)
+                elif len(mb) >= self.node.long_queue_at:
+                    self.node.long_queue(self, len(mb))
         else:
             self.deliver(msg)
 
@@ -540,6 +547,8 @@ class Process:
         self._task = None
         self.mailbox = None
         self._handler = None
+        if node.long_queues:
+            node.queue_shortened(self, -1)
 
     # --- link and monitor bookkeeping (called by the node) -------------------
 
@@ -686,6 +695,8 @@ async def receive(
     proc = current()
     mb = proc.mailbox
     if mb:
+        if proc.node.long_queues:
+            proc.node.queue_shortened(proc, len(mb) - 1)
         if match is None:
             return mb.popleft()
         for i, msg in enumerate(mb):
