@@ -254,11 +254,14 @@ class Process:
         if mb is None:
             mb = self.mailbox = deque()
         mb.append(msg)
-        if len(mb) >= self.node.long_queue_at:
+        if self._handler is not None:
+            if not self._busy and not self._scheduled:
+                self._scheduled = True
+                self.node.loop.call_soon(self._drain)
+        elif len(mb) >= self.node.long_queue_at:
+            # A behaviour's queue is measured when it drains and by a local
+            # cast past HELP_AT, not here, the path of every message to it.
             self.node.long_queue(self, len(mb))
-        if self._handler is not None and not self._busy and not self._scheduled:
-            self._scheduled = True
-            self.node.loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         self._scheduled = False
@@ -268,8 +271,10 @@ class Process:
         handler = self._handler
         if not mb or handler is None:
             return
-        token = _current.set(self)
         node = self.node
+        if len(mb) >= node.long_queue_at:
+            node.long_queue(self, len(mb))
+        token = _current.set(self)
         node.dispatching = self
         n = 0
         pop = mb.popleft
