@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,59 @@ async def test_a_long_message_queue_is_logged_once_until_it_falls_to_the_low_mar
 
     assert not current().node.long_queues  # the dead are forgotten
 
+
+def test_the_watchdog_tells_a_stopped_process_from_a_blocked_loop(caplog: pytest.LogCaptureFixture) -> None:
+    """Clocks run on through a SIGSTOP, so on resuming the loop's beat looks
+    late: the watchdog's own sleep ran late too, and the process used no CPU
+    meanwhile, so it reports nothing. A loop that blocks after resuming, or
+    that held the GIL (CPU used), is still reported. (Driven by hand: the
+    watchdog's thread is not started.)"""
+    from beamish.node import _Watchdog
+
+    with caplog.at_level(logging.WARNING, logger="beamish"):
+        dog = _Watchdog(Node(), 0.1)
+        t, cpu = dog.woke, dog.cpu
+        dog.beat = t
+        dog.check(t + 5.0, cpu + 0.001)  # stopped for 5 s
+        assert not dog.reported
+        for k in range(1, 9):  # then on time again, while the loop does not beat
+            dog.check(t + 5.0 + 0.03 * k, cpu + 0.001)
+        assert dog.reported == pytest.approx(0.12, abs=1e-6)
+        held_gil = _Watchdog(Node(), 0.1)
+        held_gil.beat = held_gil.woke
+        held_gil.check(held_gil.woke + 5.0, held_gil.cpu + 4.9)  # no wake-ups, but CPU burned
+        assert held_gil.reported == pytest.approx(5.0 - 0.05, abs=1e-6)
+    assert len([r for r in caplog.records if "blocked for" in r.getMessage()]) == 2
+
+
+def test_a_stopped_and_continued_node_reports_no_block(tmp_path: Path) -> None:
+    """SIGSTOP then SIGCONT, three times, a real node (tests/stopped_node.py):
+    no "blocked" line. (Before the fix the watchdog woke first, and so
+    reported, about 6 times in 10.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    node = subprocess.Popen(
+        [sys.executable, "-m", "tests.stopped_node"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        assert node.stdin is not None and node.stdout is not None
+        for _ in range(3):
+            node.stdin.write("ping\n")
+            node.stdin.flush()
+            assert node.stdout.readline() == "pong\n"
+            os.kill(node.pid, signal.SIGSTOP)
+            time.sleep(0.4)  # the stop itself, longer than the 0.1 s threshold: not a wait for anything
+            os.kill(node.pid, signal.SIGCONT)
+        node.stdin.write("ping\n")
+        node.stdin.flush()
+        assert node.stdout.readline() == "pong\n"
+        _, err = node.communicate("stop\n", timeout=30)
+    finally:
+        node.kill()
+        node.wait()
+    assert "blocked" not in err, err

@@ -779,12 +779,23 @@ class _Watchdog:
     late, the thread reads the loop thread's current Python frame (sys.
     _current_frames) to name the process and the function that is blocking,
     while it still blocks. The cost inside the loop is one timer per beat.
+
+    A process that was stopped (SIGSTOP/SIGCONT, a debugger, a suspended VM)
+    is not a blocked loop, yet the monotonic clock ran on meanwhile, so the
+    beat looks late on resuming. The watchdog tells the two apart by its own
+    sleep: when it woke far later than it asked (over `threshold`) and the
+    process used little CPU over that gap (under half of it), the process
+    was not running, and that time is not the loop's. A loop holding the GIL
+    in a long C call delays the watchdog too, but burns CPU: still reported.
     """
 
     def __init__(self, node: Node, threshold: float) -> None:
         self.node = node
         self.threshold = threshold
         self.beat = time.monotonic()
+        self.woke = self.beat  # the watchdog's last look, on both clocks
+        self.cpu = time.process_time()
+        self.resumed = 0.0  # when the process last ran again after not running
         self.reported = 0.0
         self.loop_thread = threading.get_ident()
         self._stop = threading.Event()
@@ -817,19 +828,29 @@ class _Watchdog:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.threshold / 4):
-            lag = time.monotonic() - self.beat - self.threshold / 2
-            if lag > self.threshold and not self.reported:
-                frame = sys._current_frames().get(self.loop_thread)  # noqa: SLF001 (the one way to another thread's frame)
-                where = describe_blocker(frame)
-                self.reported = lag
-                self.reported_where = where
-                log.warning(
-                    "event loop of node %s blocked for %.3f s so far by %s; "
-                    "use beamish.to_thread for blocking calls",
-                    self.node.name,
-                    lag,
-                    where,
-                )
+            self.check(time.monotonic(), time.process_time())
+
+    def check(self, now: float, cpu: float) -> None:
+        """One look at the beat, at `now` (monotonic) with the process's CPU
+        time `cpu`: report the loop if it is late for a reason of its own."""
+        gap = now - self.woke
+        if gap > self.threshold and cpu - self.cpu < gap / 2:
+            self.resumed = now
+        self.woke, self.cpu = now, cpu
+        due = max(self.beat + self.threshold / 2, self.resumed)
+        lag = now - due
+        if lag > self.threshold and not self.reported:
+            frame = sys._current_frames().get(self.loop_thread)  # noqa: SLF001 (the one way to another thread's frame)
+            where = describe_blocker(frame)
+            self.reported = lag
+            self.reported_where = where
+            log.warning(
+                "event loop of node %s blocked for %.3f s so far by %s; "
+                "use beamish.to_thread for blocking calls",
+                self.node.name,
+                lag,
+                where,
+            )
 
     reported_where: str = ""
 
