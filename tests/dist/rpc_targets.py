@@ -52,5 +52,5 @@ async def async_thread_id() -> int:
 
 
 def record_thread(key: Term) -> None:
-    """A spawn target: where it ran, for the test to read."""
+    """A spawn target (listed `@pool`): where it ran, for the test to read."""
     THREADS[key] = threading.get_ident()

@@ -570,7 +570,7 @@ def greet(name: bytes) -> None:
 
 @pytest.mark.beamish(name=py_name())
 async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: ErlNode) -> None:
-    me = await start_node(erl, spawn_allow=["tests.dist.test_dist_erlang:greet@loop"])
+    me = await start_node(erl, spawn_allow=["tests.dist.test_dist_erlang:greet"])  # a process: on the loop
     beamish.register("inbox", beamish.self())
     code = (
         f"R1 = erlang:spawn_request('{me}', 'tests.dist.test_dist_erlang', greet, [<<\"erl\">>], [monitor]), "
@@ -587,10 +587,10 @@ async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: E
 
 @pytest.mark.beamish(name=py_name())
 async def test_a_blocking_rpc_target_holds_a_pool_thread_not_the_node(erl: ErlNode) -> None:
-    """The issue's case: a synchronous target that blocks (here until this
-    process, which needs the loop, releases it: on the loop it never could)
-    runs in the node's thread pool, as does a spawned one; an `async def`
-    target and an `@loop` entry run on the loop."""
+    """The issue's case: a synchronous rpc target that blocks (here until
+    this process, which needs the loop, releases it: on the loop it never
+    could) runs in the node's thread pool, as does a spawned one listed
+    `@pool`; an `async def` target and an `@loop` entry run on the loop."""
     from tests.dist import rpc_targets
 
     rpc_targets.STARTED.clear()
@@ -599,7 +599,7 @@ async def test_a_blocking_rpc_target_holds_a_pool_thread_not_the_node(erl: ErlNo
     me = await start_node(
         erl,
         rpc_allow=["tests.dist.rpc_targets", "tests.dist.rpc_targets:loop_thread_id@loop"],
-        spawn_allow=["tests.dist.rpc_targets"],
+        spawn_allow=["tests.dist.rpc_targets:record_thread@pool"],
     )
     code = (
         f"io:format(\"~p~n~p~n~p~n~p~n\", [rpc:call('{me}', {m}, held_until_released, []), "

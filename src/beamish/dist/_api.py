@@ -58,11 +58,12 @@ async def start(
 
     `rpc_allow` and `spawn_allow` name what peers may run here: a module
     (the functions it defines or lists in `__all__`, not what it imports)
-    or one `"module:function"`. A plain function runs in the node's thread
-    pool, so that one that blocks holds a pool thread rather than every
-    process; an `async def`, or any entry suffixed `@loop`
-    (`"math:sqrt@loop"`: cheap functions, and those that use the node, as
-    `beamish.send`), runs on the node's loop (`beamish.dist._allow`).
+    or one `"module:function"`. A plain rpc target runs in the node's
+    thread pool, so that one that blocks holds a pool thread rather than
+    every process; a spawned one is a process and runs on the loop, as an
+    `async def` does; an entry suffixed `@loop` or `@pool`
+    (`"math:sqrt@loop"`, `"myapp.jobs@pool"`) says otherwise
+    (`beamish.dist._allow`).
 
     `max_message` (bytes, 256 MiB by default) bounds a message's encoding
     both ways: sending a larger one raises `framing.MessageTooLarge` in the

@@ -77,7 +77,9 @@ class Kernel:
             raise ValueError(f"a distributed node needs a name like 'py@127.0.0.1', not {node.name!r}")
         self.node = node
         self.options = options
-        self.services = Services(node, AllowList(options.rpc_allow), AllowList(options.spawn_allow))
+        self.services = Services(
+            node, AllowList(options.rpc_allow, default="pool"), AllowList(options.spawn_allow, default="loop")
+        )
         # What a frame may hold is what a message may: the decoder's input
         # bound follows max_message, whatever the Limits say.
         self.limits = dataclasses.replace(options.limits, max_size=options.max_message)

@@ -106,10 +106,10 @@ class Services:
 
     @staticmethod
     async def _run(allow: AllowList, module: str, function: str, fn: Callable[..., object], args: list[Term]) -> Term:
-        """Run an allow-listed target where its entry says (`dist._allow`):
-        an `async def` or an `@loop` entry on the loop, any other function
-        in the node's thread pool, so that one that blocks holds a pool
-        thread and not every process of the node."""
+        """Run an allow-listed target where `allow` puts it (`dist._allow`):
+        an `async def` on the loop, a plain function on the loop or in the
+        node's thread pool, where one that blocks holds a pool thread and
+        not every process of the node."""
         if inspect.iscoroutinefunction(fn) or allow.on_loop(module, function):
             result = fn(*args)
         else:
