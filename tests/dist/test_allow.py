@@ -3,11 +3,11 @@ exposes what the module defines or names in `__all__`, never what it imports."""
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import math
 import subprocess
+
+import pytest
 
 from beamish.dist._allow import REFUSED, UNDEF, AllowList
 from tests.dist import rpc_targets
