@@ -9,7 +9,14 @@ beamish nodes sharing one event loop); the same one-loop figures with
 uvloop (`_uvloop`); then, for the default loop and for uvloop, the same
 between two OS processes:
 `floor_tcp_pingpong_2proc`, `remote_call_2proc`, `remote_cast_2proc`, and
-`remote_call_erlang` (beamish calling net_kernel on an Erlang node).
+`remote_call_erlang` (beamish calling net_kernel on an Erlang node);
+`large_fragmented_receive` (ms for an Erlang node to send a list of
+1,000,000 integers, about 5 MB that OTP splits into 64 KiB fragments, to a
+beamish node that reassembles and decodes it and acknowledges), next to
+`erlang_large_fragmented_receive` (the same to an Erlang node);
+`rpc_call_pool` (µs per `rpc.call` of a plain function, which a node runs
+in its thread pool) against `rpc_call_loop` (the same function allow-listed
+`@loop`), between two beamish nodes in one loop.
 Latencies are the best of `ROUNDS` rounds, Erlang's included.
 Run: `python bench/bench_remote.py [--quick]`.
 """
@@ -29,6 +36,7 @@ from typing import Any, TypeVar
 
 import beamish
 from beamish import Atom, From, GenServer, Node, NoReply, Reply, dist
+from beamish.dist import rpc
 from beamish.terms import Term
 
 T = TypeVar("T")
@@ -216,6 +224,46 @@ def beamish_pair(calls: int, casts: int, use_uvloop: bool = False) -> tuple[floa
     return out["call"], out["cast"], None
 
 
+def rpc_placement(calls: int) -> tuple[float, float]:
+    """µs per sequential rpc.call of math.fabs run in the server node's
+    thread pool (the default for a plain function), and on its loop
+    (`@loop`); the best of `ROUNDS` rounds each."""
+    cookie = secrets.token_hex(8)
+    suffix = secrets.token_hex(3)
+    a = Node(f"bench_ra_{suffix}@127.0.0.1", lag_threshold=None)
+    b = Node(f"bench_rb_{suffix}@127.0.0.1", lag_threshold=None)
+    out: dict[str, float] = {}
+    ready, done = asyncio.Event(), asyncio.Event()
+
+    async def server() -> None:
+        await dist.start(cookie=cookie, rpc_allow=["math:fabs", "operator:abs@loop"])
+        ready.set()
+        await done.wait()
+
+    async def time_calls(module: str, function: str) -> float:
+        await rpc.call(a.name, module, function, [-1.5])
+        best = float("inf")
+        for _ in range(ROUNDS):
+            t0 = time.perf_counter()
+            for _ in range(rounds_of(calls)):
+                await rpc.call(a.name, module, function, [-1.5])
+            best = min(best, (time.perf_counter() - t0) / rounds_of(calls) * 1e6)
+        return best
+
+    async def client() -> None:
+        await dist.start(cookie=cookie)
+        await ready.wait()
+        out["pool"] = await time_calls("math", "fabs")
+        out["loop"] = await time_calls("operator", "abs")
+        done.set()
+
+    async def both() -> None:
+        await asyncio.gather(a.run(server), b.run(client))
+
+    asyncio.run(both())
+    return out["pool"], out["loop"]
+
+
 def serve(name: str, cookie: str, use_uvloop: bool) -> None:
     """The server node of `os_pair`: an Echo named `echo`, until stdin closes."""
 
@@ -276,6 +324,63 @@ def os_pair(calls: int, casts: int, use_uvloop: bool) -> tuple[float, float, flo
     return out["call"], out["cast"], out.get("erlang")
 
 
+_SINK = "register(sink, spawn(fun L() -> receive {From, _} -> From ! ack, L() end end))"
+
+
+def _send_large(erl: str, cookie: str, suffix: str, target: str, count: int) -> float:
+    """ms per round: an Erlang node sends `lists:seq(1, count)` to `sink` on
+    `target` and waits for its ack (the best of `ROUNDS`, after one warm-up)."""
+    code = (
+        f"T = '{target}', Big = lists:seq(1, {count}), "
+        "Wait = fun W(0) -> error; W(N) -> {sink, T} ! {self(), probe}, "
+        "receive ack -> ok after 100 -> W(N - 1) end end, ok = Wait(100), "
+        "Round = fun() -> T0 = erlang:monotonic_time(microsecond), {sink, T} ! {self(), Big}, "
+        "receive ack -> ok end, erlang:monotonic_time(microsecond) - T0 end, Round(), "
+        f"io:format(\"~p~n\", [lists:min([Round() || _ <- lists:seq(1, {ROUNDS})]) / 1000]), halt()."
+    )
+    out = subprocess.run(
+        [erl, "-noshell", "-name", f"bench_big_{suffix}@127.0.0.1", "-setcookie", cookie, "-eval", code],
+        capture_output=True, text=True, timeout=300,
+    ).stdout.strip()
+    return float(out.splitlines()[-1])
+
+
+def large_fragmented(count: int) -> tuple[float, float] | None:
+    """ms per large fragmented message from an Erlang node: to a beamish
+    node, and to an Erlang node (the floor); None without `erl`."""
+    erl = shutil.which("erl")
+    if erl is None:
+        return None
+    cookie = secrets.token_hex(8)
+    suffix = secrets.token_hex(3)
+    erl_sink = f"bench_sink_{suffix}@127.0.0.1"
+    sink = subprocess.Popen(
+        [erl, "-noshell", "-name", erl_sink, "-setcookie", cookie, "-eval", f"{_SINK}."],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        floor = _send_large(erl, cookie, suffix + "e", erl_sink, count)
+    finally:
+        sink.kill()
+        sink.wait()
+
+    async def beamish_sink() -> float:
+        await dist.start(cookie=cookie)
+
+        async def serve() -> None:
+            while True:
+                match await beamish.receive():
+                    case (beamish.Pid() as sender, _):
+                        beamish.send(sender, Atom("ack"))
+
+        beamish.spawn(serve, name="sink")
+        return await beamish.to_thread(_send_large, erl, cookie, suffix + "b", str(dist.node()), count)
+
+    ours = beamish.run(beamish_sink, name=f"bench_bsink_{suffix}@127.0.0.1", lag_threshold=None)
+    assert isinstance(ours, float)
+    return ours, floor
+
+
 def main(quick: bool) -> None:
     calls = 1_000 if quick else 20_000
     casts = 10_000 if quick else 200_000
@@ -307,6 +412,14 @@ def main(quick: bool) -> None:
         result(f"remote_cast_2proc{suffix}", cast, "msgs/s")
         if to_erlang is not None:
             result(f"remote_call_erlang{suffix}", to_erlang, "us", erlang or floor2)
+    pool, loop = rpc_placement(calls)
+    result("rpc_call_loop", loop, "us")
+    result("rpc_call_pool", pool, "us", loop)
+    large = large_fragmented(100_000 if quick else 1_000_000)
+    if large is not None:
+        ours, theirs = large
+        result("erlang_large_fragmented_receive", theirs, "ms")
+        result("large_fragmented_receive", ours, "ms", theirs)
 
 
 if __name__ == "__main__":

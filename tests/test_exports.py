@@ -66,7 +66,7 @@ PUBLIC: dict[str, list[str]] = {
         "FrozenMap", "Fun", "Limits", "PrefixDecoder", "StructRegistry", "decode",
         "decode_prefix", "encode", "encode_into", "register_struct",
     ],
-    "beamish.dist.framing": ["FrameError", "FrameStream", "TickTimeout"],
+    "beamish.dist.framing": ["FrameError", "FrameStream", "FrameTooLarge", "MessageTooLarge", "TickTimeout"],
     "beamish.dist.handshake": ["HandshakeError", "HandshakeResult", "Unreachable", "accept", "handshake_out", "initiate"],
     "beamish.dist.local_cluster": [],
     "beamish.dist.rpc": ["BadRpc", "call", "cast"],

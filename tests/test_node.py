@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,132 @@ def test_processes_left_when_main_returns_are_killed() -> None:
 
     assert asyncio.run(node.run(main)) == 11
     assert not node.procs
+
+
+@pytest.mark.beamish(long_message_queue=(10, 100))
+async def test_a_long_message_queue_is_logged_once_until_it_falls_to_the_low_mark(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OTP 26's long_message_queue monitor, as a WARNING: a server held in
+    an async callback while casts pile up (the cast path), a process that
+    receives nothing while sends pile up (the send path); each logged once
+    at the high mark, the server again once it drained and piled up anew."""
+    from beamish import From, GenServer, NoReply, Reply
+
+    gate = asyncio.Event()
+
+    class Held(GenServer):
+        def init(self, _: Term) -> int:
+            return 0
+
+        async def handle_cast(self, request: Term, n: int) -> NoReply:
+            await gate.wait()
+            return NoReply(n + 1)
+
+        async def handle_info(self, msg: Term, n: int) -> NoReply:
+            await gate.wait()
+            return NoReply(n + 1)
+
+        def handle_call(self, request: Term, from_: From, n: int) -> Reply:
+            return Reply(n, n)
+
+    test = beamish.self()
+
+    async def slow_reader() -> None:
+        await beamish.receive(lambda m: m == "go")
+        while True:
+            if await beamish.receive() == "done":
+                beamish.send(test, "read")
+
+    server = await Held.start(None, name="held")
+    sink = beamish.spawn(slow_reader)
+    with caplog.at_level(logging.WARNING, logger="beamish"):
+        for _ in range(150):
+            Held.cast(server, "x")
+        for i in range(150):
+            beamish.send(sink, i)
+        gate.set()
+        assert await Held.call(server, "count") == 150  # drained: re-armed
+        beamish.send(sink, "go")
+        beamish.send(sink, "done")
+        await beamish.receive(lambda m: m == "read")  # read: re-armed
+        gate.clear()
+        for i in range(150):
+            Held.cast(server, "x")
+            beamish.send(sink, i)
+        gate.set()
+        assert await Held.call(server, "count") == 300
+        # Plain messages to a busy behaviour: measured when it drains again.
+        gate.clear()
+        for i in range(150):
+            beamish.send(server, i)
+        gate.set()
+        assert await Held.call(server, "count") == 450
+    lines = [r.getMessage() for r in caplog.records if "long_message_queue" in r.getMessage()]
+    assert len(lines) == 5, lines
+    assert f"{server} (held) has 100 messages" in lines[0] and "high mark 100" in lines[0]
+    assert f"{sink} (" in lines[1] and "has 100 messages" in lines[1]
+    assert sorted(lines[2:4]) == sorted(lines[:2])
+    assert f"{server} (held) has 151 messages" in lines[4]  # 150 and the call, queued before it ran
+    beamish.exit(sink, "kill")
+    beamish.exit(server, "kill")
+    from beamish.process import current
+
+    assert not current().node.long_queues  # the dead are forgotten
+
+
+def test_the_watchdog_tells_a_stopped_process_from_a_blocked_loop(caplog: pytest.LogCaptureFixture) -> None:
+    """Clocks run on through a SIGSTOP, so on resuming the loop's beat looks
+    late: the watchdog's own sleep ran late too, and the process used no CPU
+    meanwhile, so it reports nothing. A loop that blocks after resuming, or
+    that held the GIL (CPU used), is still reported. (Driven by hand: the
+    watchdog's thread is not started.)"""
+    from beamish.node import _Watchdog
+
+    with caplog.at_level(logging.WARNING, logger="beamish"):
+        dog = _Watchdog(Node(), 0.1)
+        t, cpu = dog.woke, dog.cpu
+        dog.beat = t
+        dog.check(t + 5.0, cpu + 0.001)  # stopped for 5 s
+        assert not dog.reported
+        for k in range(1, 9):  # then on time again, while the loop does not beat
+            dog.check(t + 5.0 + 0.03 * k, cpu + 0.001)
+        assert dog.reported == pytest.approx(0.12, abs=1e-6)
+        held_gil = _Watchdog(Node(), 0.1)
+        held_gil.beat = held_gil.woke
+        held_gil.check(held_gil.woke + 5.0, held_gil.cpu + 4.9)  # no wake-ups, but CPU burned
+        assert held_gil.reported == pytest.approx(5.0 - 0.05, abs=1e-6)
+    assert len([r for r in caplog.records if "blocked for" in r.getMessage()]) == 2
+
+
+def test_a_stopped_and_continued_node_reports_no_block(tmp_path: Path) -> None:
+    """SIGSTOP then SIGCONT, three times, a real node (tests/stopped_node.py):
+    no "blocked" line. (Before the fix the watchdog woke first, and so
+    reported, about 6 times in 10.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    node = subprocess.Popen(
+        [sys.executable, "-m", "tests.stopped_node"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        assert node.stdin is not None and node.stdout is not None
+        for _ in range(3):
+            node.stdin.write("ping\n")
+            node.stdin.flush()
+            assert node.stdout.readline() == "pong\n"
+            os.kill(node.pid, signal.SIGSTOP)
+            time.sleep(0.4)  # the stop itself, longer than the 0.1 s threshold: not a wait for anything
+            os.kill(node.pid, signal.SIGCONT)
+        node.stdin.write("ping\n")
+        node.stdin.flush()
+        assert node.stdout.readline() == "pong\n"
+        _, err = node.communicate("stop\n", timeout=30)
+    finally:
+        node.kill()
+        node.wait()
+    assert "blocked" not in err, err

@@ -254,9 +254,14 @@ class Process:
         if mb is None:
             mb = self.mailbox = deque()
         mb.append(msg)
-        if self._handler is not None and not self._busy and not self._scheduled:
-            self._scheduled = True
-            self.node.loop.call_soon(self._drain)
+        if self._handler is not None:
+            if not self._busy and not self._scheduled:
+                self._scheduled = True
+                self.node.loop.call_soon(self._drain)
+        elif len(mb) >= self.node.long_queue_at:
+            # A behaviour's queue is measured when it drains and by a local
+            # cast past HELP_AT, not here, the path of every message to it.
+            self.node.long_queue(self, len(mb))
 
     def _drain(self) -> None:
         self._scheduled = False
@@ -266,8 +271,10 @@ class Process:
         handler = self._handler
         if not mb or handler is None:
             return
-        token = _current.set(self)
         node = self.node
+        if len(mb) >= node.long_queue_at:
+            node.long_queue(self, len(mb))
+        token = _current.set(self)
         node.dispatching = self
         n = 0
         pop = mb.popleft
@@ -289,6 +296,8 @@ class Process:
             self.handled += n  # counted per batch: one attribute write, not one per message
             node.dispatching = None
             _current.reset(token)
+            if node.long_queues:  # a set, empty but for processes logged for a long queue
+                node.queue_shortened(self, len(mb))
         if self.alive and not self._busy:
             if mb:
                 self._scheduled = True
@@ -357,10 +366,13 @@ class Process:
         mb = self.mailbox
         if mb is not None and self._waiter is None:
             mb.append(msg)
-            if len(mb) >= HELP_AT and self.node.dispatching is None and self._handler is not None and not self._busy:
-                self._drain()
-                if not sender.alive:
-                    raise Exit(sender.exit_reason)
+            if len(mb) >= HELP_AT:
+                if self.node.dispatching is None and self._handler is not None and not self._busy:
+                    self._drain()
+                    if not sender.alive:
+                        raise Exit(sender.exit_reason)
+                elif len(mb) >= self.node.long_queue_at:
+                    self.node.long_queue(self, len(mb))
         else:
             self.deliver(msg)
 
@@ -540,6 +552,8 @@ class Process:
         self._task = None
         self.mailbox = None
         self._handler = None
+        if node.long_queues:
+            node.queue_shortened(self, -1)
 
     # --- link and monitor bookkeeping (called by the node) -------------------
 
@@ -686,6 +700,8 @@ async def receive(
     proc = current()
     mb = proc.mailbox
     if mb:
+        if proc.node.long_queues:
+            proc.node.queue_shortened(proc, len(mb) - 1)
         if match is None:
             return mb.popleft()
         for i, msg in enumerate(mb):

@@ -3,6 +3,7 @@ imports (a peer must not reach `getoutput` through this module)."""
 
 from __future__ import annotations
 
+import threading
 from subprocess import getoutput  # noqa: F401  (imported on purpose: see above)
 
 from beamish.terms import Term
@@ -23,3 +24,33 @@ def tell(name: Term, msg: Term) -> None:
     from beamish import send
 
     send(name, msg)
+
+
+STARTED = threading.Event()
+RELEASE = threading.Event()
+THREADS: dict[Term, int] = {}
+
+
+def held_until_released() -> bool:
+    """Blocks until a process of this node sets RELEASE: it never can if
+    this runs on the node's loop (then False, after 10 s)."""
+    STARTED.set()
+    return RELEASE.wait(timeout=10)
+
+
+def thread_id() -> int:
+    return threading.get_ident()
+
+
+def loop_thread_id() -> int:
+    """Allow-listed `@loop` by the tests."""
+    return threading.get_ident()
+
+
+async def async_thread_id() -> int:
+    return threading.get_ident()
+
+
+def record_thread(key: Term) -> None:
+    """A spawn target (listed `@pool`): where it ran, for the test to read."""
+    THREADS[key] = threading.get_ident()

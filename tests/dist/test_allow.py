@@ -7,6 +7,8 @@ import json
 import math
 import subprocess
 
+import pytest
+
 from beamish.dist._allow import REFUSED, UNDEF, AllowList
 from tests.dist import rpc_targets
 
@@ -43,3 +45,13 @@ def test_missing_private_and_unlisted_targets() -> None:
     assert allow.lookup("no.such.module", "f") is UNDEF
     assert allow.lookup("os", "system") is REFUSED
     assert not AllowList([]) and AllowList(["math"])
+
+
+def test_where_a_plain_target_runs_its_entry_says_else_its_module_else_the_list() -> None:
+    rpc = AllowList(["json", "math@loop", "math:fabs@pool", "os.path:join"], default="pool")
+    assert not rpc.on_loop("json", "dumps")  # the rpc list's default: the pool
+    assert rpc.on_loop("math", "sqrt") and not rpc.on_loop("math", "fabs")
+    assert not rpc.on_loop("os.path", "join")
+    assert AllowList(["json"]).on_loop("json", "dumps")  # a spawn list's: the loop
+    with pytest.raises(ValueError, match="'@loop' or '@pool'"):
+        AllowList(["json@thread"])

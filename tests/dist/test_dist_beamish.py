@@ -10,6 +10,7 @@ cluster tests run nodes in separate OS processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -61,6 +62,31 @@ def test_call_cast_and_send_across_nodes(use_uvloop: bool) -> None:
         return await GenServer.call(("counter", a), "incr")
 
     assert two_nodes(server, client, use_uvloop) == 2
+
+
+def test_a_frame_over_max_message_closes_the_connection_with_a_warning_naming_the_peer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Node A takes messages up to 1 MiB, B sends up to the default: B's
+    2 MiB message reaches A as one frame, which A refuses before reading
+    it, closing the connection (B's monitor fires noconnection) with one
+    WARNING naming B; B's next send reconnects."""
+
+    async def server() -> None:
+        await Counter.start(0, name="counter")
+        beamish.register("inbox", beamish.spawn(lambda: beamish.receive(lambda m: m == "never")))
+
+    async def client(a: Atom) -> Term:
+        ref = beamish.monitor(("counter", a))
+        beamish.send(("inbox", a), bytes(2 << 20))
+        await assert_receive(("DOWN", ref, "process", ANY, "noconnection"), timeout=10)
+        assert await GenServer.call(("counter", a), "incr") == 1
+        return dist.node()
+
+    b = two_nodes(server, client, max_message=1 << 20)
+    warnings = [r for r in caplog.records if r.name == "beamish.dist" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(b) in warnings[0].getMessage()
+    assert "a frame of 2097" in warnings[0].getMessage()
 
 
 def test_remote_spawn_link_monitor_and_rpc() -> None:

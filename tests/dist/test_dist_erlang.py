@@ -10,9 +10,11 @@ first process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +22,8 @@ from tests.interop.erlang import HOST, ErlNode, erl_eval, erl_node, erl_run, req
 
 import beamish
 from beamish import Atom, From, GenServer, Pid, Reply, dist
-from beamish.dist import rpc
+from beamish.dist import flags, rpc
+from beamish.dist.framing import MessageTooLarge
 from beamish.terms import Term
 from beamish.testing import ANY, assert_receive, wait_for_exit
 
@@ -170,6 +173,72 @@ async def test_large_and_compressed_messages_cross_intact(erl: ErlNode) -> None:
     assert size == len(blob) and digest == hashlib.md5(blob).digest()
     _, back = await assert_receive(("back", bytes), timeout=10)
     assert back == blob
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_erlang_fragments_large_messages_and_they_arrive_whole(erl: ErlNode) -> None:
+    """Both nodes agree on FRAGMENTS, so OTP splits a message whose encoding
+    passes 64 KiB into fragments (a list of integers; a large binary would
+    travel whole), and two processes sending at once interleave theirs."""
+    me = await start_node(erl)
+    beamish.register("inbox", beamish.self())
+    await erl_do(
+        erl.name,
+        f"Big = lists:seq(1, 200000), {{inbox, '{me}'}} ! small, "
+        f"[spawn(fun() -> {{inbox, '{me}'}} ! {{big, N, Big}} end) || N <- [1, 2]], ok.",
+    )
+    expected = list(range(1, 200_001))
+    got = {}
+    for _ in range(2):
+        _, n, numbers = await assert_receive(("big", int, list), timeout=10)
+        got[n] = numbers
+    assert got == {1: expected, 2: expected}
+    await assert_receive("small", timeout=5)
+    conn = dist.kernel().conns[Atom(erl.name)]
+    assert conn.flags & dist.kernel().flags & flags.FRAGMENTS  # so OTP did fragment
+    # What we send back goes behind a DIST_HEADER, which erts requires then.
+    assert await rpc.call(erl.name, "erlang", "length", [expected], timeout=10) == 200_000
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_a_70_mb_message_from_erlang_arrives_by_default(erl: ErlNode) -> None:
+    """The issue's case: over the old 64 MiB frame cap, well under the
+    default max_message (0.7 s and 180 MB of RSS for the whole test)."""
+    me = await start_node(erl)
+    beamish.register("inbox", beamish.self())
+    await erl_do(erl.name, f"{{inbox, '{me}'}} ! {{big, binary:copy(<<7>>, 70000000)}}, ok.")
+    _, blob = await assert_receive(("big", bytes), timeout=20)
+    assert len(blob) == 70_000_000 and blob.count(7) == 70_000_000
+
+
+@pytest.mark.beamish(name=py_name())
+async def test_max_message_holds_both_ways_and_a_peer_over_it_is_a_warning(
+    erl: ErlNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One limit, both ways: our send over `max_message` raises in the
+    sender (connected or not yet); a peer's message over it (here in
+    fragments; a whole frame: test_dist_beamish) closes that connection
+    with a WARNING naming the peer, and its links and monitors fire
+    noconnection, so that no message is lost unseen."""
+    me = await start_node(erl, max_message=1 << 20)
+    beamish.register("inbox", beamish.self())
+    pid = await erl_do(erl.name, "spawn(fun() -> receive stop -> ok end end).")
+    await erl_do(erl.name, f"{{inbox, '{me}'}} ! {{under, lists:seq(1, 100000)}}, ok.")
+    await assert_receive(("under", list), timeout=10)
+    with pytest.raises(MessageTooLarge, match="over max_message=1048576"):
+        beamish.send(pid, bytes(2 << 20))
+    with pytest.raises(MessageTooLarge):
+        beamish.send((Atom("inbox"), Atom(f"{unique_name('nowhere')}@{HOST}")), bytes(2 << 20))
+    assert await dist.ping(erl.name) == "pong"
+    ref = beamish.monitor(pid)
+    with contextlib.suppress(rpc.BadRpc):  # its reply may be lost with the connection
+        await erl_do(erl.name, f"{{inbox, '{me}'}} ! {{over, lists:seq(1, 400000)}}, ok.")
+    await assert_receive(("DOWN", ref, "process", pid, "noconnection"), timeout=10)
+    warnings = [r for r in caplog.records if r.name == "beamish.dist" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and erl.name in warnings[0].getMessage()
+    assert "fragmented messages of" in warnings[0].getMessage()
+    await erl_do(erl.name, f"{{inbox, '{me}'}} ! again, ok.")  # reconnected
+    await assert_receive("again", timeout=5)
 
 
 # --- GenServer calls both ways ----------------------------------------------
@@ -501,7 +570,7 @@ def greet(name: bytes) -> None:
 
 @pytest.mark.beamish(name=py_name())
 async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: ErlNode) -> None:
-    me = await start_node(erl, spawn_allow=["tests.dist.test_dist_erlang:greet"])
+    me = await start_node(erl, spawn_allow=["tests.dist.test_dist_erlang:greet"])  # a process: on the loop
     beamish.register("inbox", beamish.self())
     code = (
         f"R1 = erlang:spawn_request('{me}', 'tests.dist.test_dist_erlang', greet, [<<\"erl\">>], [monitor]), "
@@ -517,12 +586,57 @@ async def test_erlang_spawns_allowed_functions_here_and_is_refused_others(erl: E
 
 
 @pytest.mark.beamish(name=py_name())
+async def test_a_blocking_rpc_target_holds_a_pool_thread_not_the_node(erl: ErlNode) -> None:
+    """The issue's case: a synchronous rpc target that blocks (here until
+    this process, which needs the loop, releases it: on the loop it never
+    could) runs in the node's thread pool, as does a spawned one listed
+    `@pool`; an `async def` target and an `@loop` entry run on the loop."""
+    from tests.dist import rpc_targets
+
+    rpc_targets.STARTED.clear()
+    rpc_targets.RELEASE.clear()
+    m = "'tests.dist.rpc_targets'"
+    me = await start_node(
+        erl,
+        rpc_allow=["tests.dist.rpc_targets", "tests.dist.rpc_targets:loop_thread_id@loop"],
+        spawn_allow=["tests.dist.rpc_targets:record_thread@pool"],
+    )
+    code = (
+        f"io:format(\"~p~n~p~n~p~n~p~n\", [rpc:call('{me}', {m}, held_until_released, []), "
+        f"rpc:call('{me}', {m}, thread_id, []), rpc:call('{me}', {m}, loop_thread_id, []), "
+        f"erpc:call('{me}', {m}, async_thread_id, [])]), "
+        f"spawn('{me}', {m}, record_thread, [spawned]), halt()."
+    )
+    test = beamish.self()
+
+    async def run_erl() -> None:
+        beamish.send(test, ("out", await erl_run(code, erl.cookie)))
+
+    beamish.spawn(run_erl)
+    for _ in range(2000):  # bounded: until the target runs
+        if rpc_targets.STARTED.is_set():
+            break
+        await asyncio.sleep(0.01)
+    rpc_targets.RELEASE.set()
+    _, out = await assert_receive(("out", str), timeout=30)
+    held, pooled, on_loop, async_on_loop = out.split()
+    loop_thread = threading.get_ident()
+    assert held == "true"
+    assert int(pooled) != loop_thread and int(on_loop) == loop_thread and int(async_on_loop) == loop_thread
+    for _ in range(500):
+        if "spawned" in rpc_targets.THREADS:
+            break
+        await asyncio.sleep(0.01)
+    assert rpc_targets.THREADS["spawned"] != loop_thread
+
+
+@pytest.mark.beamish(name=py_name())
 async def test_erlang_casts_here_and_spawning_a_missing_function_exits_undef(erl: ErlNode) -> None:
     """rpc:cast and erpc:cast (erpc:execute_cast via spawn_request) run an
     allowed function; spawning a function the allowed module lacks gives a
     pid that exits `{undef, [MFA]}`, as an Erlang node answers."""
     m = "'tests.dist.rpc_targets'"
-    me = await start_node(erl, rpc_allow=["tests.dist.rpc_targets"], spawn_allow=["tests.dist.rpc_targets"])
+    me = await start_node(erl, rpc_allow=["tests.dist.rpc_targets@loop"], spawn_allow=["tests.dist.rpc_targets"])
     beamish.register("inbox", beamish.self())
     code = (
         f"true = rpc:cast('{me}', {m}, tell, [inbox, {{via, rpc}}]), "
@@ -616,3 +730,4 @@ def test_short_names_work_both_ways() -> None:
     finally:
         proc.kill()
         proc.wait()
+

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from beamish.dist.framing import FrameError, FrameStream
+from beamish.dist.framing import FrameError, FrameStream, FrameTooLarge
 
 
 async def pair(**options: Any) -> tuple[FrameStream, asyncio.StreamReader, asyncio.StreamWriter, asyncio.Server]:
@@ -43,7 +43,7 @@ def test_an_oversized_frame_is_refused_before_it_is_read() -> None:
     async def main() -> None:
         stream, _, peer_w, server = await pair(max_frame=1000)
         peer_w.write(b"\x7f\xff\xff\xff")
-        with pytest.raises(FrameError, match="exceeds"):
+        with pytest.raises(FrameTooLarge, match="over the maximum of 1000"):
             await anext(stream.frames())
         stream.close()
         peer_w.close()

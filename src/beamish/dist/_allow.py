@@ -8,6 +8,20 @@ names its `__all__` lists, never what it merely imports: a module that does
 knows the cookie. A single-function entry exposes that one attribute, where
 it came from does not matter. Names starting with `_` are never exposed.
 
+Where a target runs: an `async def` on the node's event loop; a plain
+function where its entry says, `@pool` (the node's thread pool,
+`beamish.to_thread`) or `@loop` (`"math:sqrt@loop"`, `"myapp.api@pool"`),
+else where its list puts it: an rpc target (`rpc_allow`) in the pool, a
+spawn target (`spawn_allow`) on the loop. An rpc of a plain function is a
+call this node cannot see into: one that blocks (a 3 s `time.sleep` held
+every process of the node, a ping took 1.9 s meanwhile) must hold a pool
+thread, not the loop, as a long NIF runs on a dirty scheduler. A spawned
+function is a process: it sends, asks `dist.node()`, as the seed's
+`Node.spawn` example does, which only the loop may run (as a local
+`beamish.spawn` of a function). A thread hop costs tens of microseconds
+(`make bench`: `rpc_call_pool` against `rpc_call_loop`): `@loop` is for
+cheap rpc targets and those that use the node.
+
 >>> from beamish.dist._allow import AllowList
 >>> allow = AllowList(["math:sqrt", "json"])
 >>> allow.lookup("math", "sqrt")(16.0)
@@ -16,6 +30,11 @@ it came from does not matter. Names starting with `_` are never exposed.
 '[1]'
 >>> allow.lookup("json", "codecs") is UNDEF, allow.lookup("os", "getcwd") is REFUSED
 (True, True)
+>>> rpc = AllowList(["math:sqrt@loop", "json"], default="pool")
+>>> rpc.on_loop("math", "sqrt"), rpc.on_loop("json", "dumps")
+(True, False)
+>>> AllowList(["json", "math:sqrt@pool"]).on_loop("json", "dumps"), AllowList(["math:sqrt@pool"]).on_loop("math", "sqrt")
+(True, False)
 
 `lookup` tells a refused target (its module is not listed at all) from one
 that is allowed but not there (`UNDEF`): Erlang answers the second one as it
@@ -31,9 +50,12 @@ from __future__ import annotations
 import enum
 import importlib
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, Literal
 
-__all__ = ["REFUSED", "UNDEF", "AllowList", "Missing"]
+__all__ = ["REFUSED", "UNDEF", "AllowList", "Missing", "Place"]
+
+Place = Literal["loop", "pool"]
+"""Where a plain (not `async def`) target runs: the node's loop or its thread pool."""
 
 
 class Missing(enum.Enum):
@@ -52,12 +74,22 @@ UNDEF: Final = Missing.UNDEF
 class AllowList:
     """Module and `module:function` entries (see the module's docstring)."""
 
-    __slots__ = ("functions", "modules")
+    __slots__ = ("default", "functions", "modules", "places")
 
-    def __init__(self, entries: Iterable[str]) -> None:
-        entries = frozenset(entries)
-        self.modules: frozenset[str] = frozenset(e for e in entries if ":" not in e)
-        self.functions: frozenset[str] = entries - self.modules
+    def __init__(self, entries: Iterable[str], *, default: Place = "loop") -> None:
+        """`default`: where a plain function runs when its entry does not say."""
+        names: set[str] = set()
+        self.places: dict[str, Place] = {}
+        for entry in entries:
+            name, at, place = entry.partition("@")
+            if at:
+                if place not in ("loop", "pool"):
+                    raise ValueError(f"allow-list entry {entry!r}: a placement is '@loop' or '@pool'")
+                self.places[name] = "loop" if place == "loop" else "pool"
+            names.add(name)
+        self.modules: frozenset[str] = frozenset(e for e in names if ":" not in e)
+        self.functions: frozenset[str] = frozenset(names) - self.modules
+        self.default: Place = default
 
     def __bool__(self) -> bool:
         return bool(self.modules or self.functions)
@@ -66,6 +98,13 @@ class AllowList:
         """Whether `module:function` is listed, by itself or by its module
         (whether it exists is `lookup`'s question)."""
         return module in self.modules or f"{module}:{function}" in self.functions
+
+    def on_loop(self, module: str, function: str) -> bool:
+        """Whether a plain `module:function` runs on the loop: as its own
+        entry says, else its module's, else `default`."""
+        target = f"{module}:{function}"
+        key = target if target in self.functions else module
+        return self.places.get(key, self.default) == "loop"
 
     def lookup(self, module: str, function: str) -> Callable[..., object] | Missing:
         """The function a peer asked for, or why there is none.

@@ -12,7 +12,7 @@ from ..node import Node, _loop_factory
 from ..process import Exit, current, receive
 from ..terms import Atom, Pid, Ref, Term
 from . import cookie as cookie_mod
-from ._kernel import Kernel, Options
+from ._kernel import MAX_MESSAGE, Kernel, Options
 from .tls import TlsOptions
 
 __all__ = [
@@ -47,6 +47,7 @@ async def start(
     spawn_allow: Iterable[str] = (),
     epmd_port: int | None = None,
     tls: TlsOptions | None = None,
+    max_message: int = MAX_MESSAGE,
 ) -> Kernel:
     """Make the calling process's node distributed (`net_kernel:start/2`):
     listen on `listen:port` (loopback and a free port by default), register
@@ -57,7 +58,21 @@ async def start(
 
     `rpc_allow` and `spawn_allow` name what peers may run here: a module
     (the functions it defines or lists in `__all__`, not what it imports)
-    or one `"module:function"`.
+    or one `"module:function"`. A plain rpc target runs in the node's
+    thread pool, so that one that blocks holds a pool thread rather than
+    every process; a spawned one is a process and runs on the loop, as an
+    `async def` does; an entry suffixed `@loop` or `@pool`
+    (`"math:sqrt@loop"`, `"myapp.jobs@pool"`) says otherwise
+    (`beamish.dist._allow`).
+
+    `max_message` (bytes, 256 MiB by default) bounds a message's encoding
+    both ways: sending a larger one raises `framing.MessageTooLarge` in the
+    sender (as `erlang:send` raises `system_limit`), and a peer that sends
+    one (or holds more than that in unfinished fragmented messages) is
+    disconnected with a WARNING naming it: its links and monitors fire
+    `noconnection`, rather than the message vanishing while later ones
+    arrive. Erlang has no such limit; this one bounds the memory a peer can
+    make this node hold.
 
     With `name`, the node takes that name first, as `net_kernel:start/1`
     (Elixir's `Node.start/1`) names a running node: its live processes'
@@ -89,6 +104,7 @@ async def start(
         spawn_allow=frozenset(spawn_allow),
         epmd_port=epmd_port,
         tls=tls,
+        max_message=max_message,
     )
     k = Kernel(node, options)
     await k.start()

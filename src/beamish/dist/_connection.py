@@ -26,6 +26,7 @@ from ..terms import Atom, Pid, Ref, Term
 from . import control as C
 from . import etf, framing
 from . import flags as F
+from ._fragments import DIST_HEADER, VERSION, Reassembly
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
@@ -35,6 +36,8 @@ __all__: list[str] = []  # private: used by the kernel
 log = logging.getLogger("beamish.dist")
 
 _NO_PAYLOAD: Final = object()
+_NO_ATOM_CACHE: Final = bytes([VERSION, DIST_HEADER, 0])
+"""A DIST_HEADER with no atom cache references."""
 
 
 def wire_reason(reason: Term) -> Term:
@@ -51,6 +54,16 @@ def wire_reason(reason: Term) -> Term:
     if type(reason) is tuple and reason and type(reason[0]) is str and len(reason[0]) <= 255:
         return (Atom(reason[0]), *reason[1:])
     return reason
+
+
+def check_size(peer: Atom, head: bytes, body: bytes, max_message: int) -> None:
+    """Raise `framing.MessageTooLarge` if the frame of control message
+    `head` and payload `body` would be over `max_message`."""
+    size = 1 + len(head) + len(body)
+    if size > max_message:
+        raise framing.MessageTooLarge(
+            f"a message of {size} bytes to {peer}, over max_message={max_message} (a dist.start option)"
+        )
 
 
 _REPEATING: Final = frozenset({C.SEND, C.REG_SEND, C.SEND_SENDER})
@@ -79,16 +92,24 @@ class Connection:
         # Whether the peer is a beamish node (its handshake flags say so):
         # then its binaries decode as str and its BIT_BINARY-8 as bytes.
         self.beamish = bool(flags & F.BEAMISH)
+        # Once FRAGMENTS is agreed erts reads only frames with a DIST_HEADER
+        # (a pass-through one kills the connection: erts_prepare_dist_ext),
+        # so an OTP peer gets `131, 68, 0` and bare terms. A beamish peer
+        # reads pass-through whatever the flags, its fastest path.
+        self.headed = bool(kernel.flags & flags & F.FRAGMENTS) and not self.beamish
         # The last send-type control message each way, encoded and decoded:
         # a stream of messages from one process to one process or name
         # repeats it frame after frame, and the codec is most of the cost.
         self._sent_ctrl: tuple[Term, ...] | None = None
         self._sent_ctrl_bytes = b""
         self._got_ctrl_bytes = b""
+        self._got_ctrl_bare = b""  # the same without its version byte (behind a DIST_HEADER)
         self._got_ctrl: tuple[Term, ...] = ()
-        limits = kernel.options.limits
+        self.limits = limits = kernel.limits
         self._decode_plain = etf.PrefixDecoder(limits=limits)
         self._decode_beamish = etf.PrefixDecoder(limits=limits, beamish_peer=True)
+        self.max_message = kernel.options.max_message
+        self.fragments = Reassembly(self.max_message)
 
     def __repr__(self) -> str:
         return f"<Connection {self.node.name} -> {self.peer}>"
@@ -106,10 +127,26 @@ class Connection:
             head = etf.encode(ctrl, beamish_peer=True)
             if ctrl[0] in _REPEATING:
                 self._sent_ctrl, self._sent_ctrl_bytes = ctrl, head
-        if payload is _NO_PAYLOAD:
-            self.stream.write_frame(b"\x70" + head)
+        self.send_encoded(head, None if payload is _NO_PAYLOAD else etf.encode(payload, beamish_peer=True))
+
+    def send_encoded(self, head: bytes, body: bytes | None) -> None:
+        """Send a control message and payload, each encoded by `etf.encode`.
+
+        Raises:
+            framing.MessageTooLarge: the frame would be over `max_message`,
+                which the peer (a beamish node with the same limit) would
+                refuse by closing the connection.
+        """
+        if body is not None:
+            check_size(self.peer, head, body, self.max_message)
+        if not self.headed:
+            self.stream.write_frame(b"".join((b"\x70", head, body)) if body is not None else b"\x70" + head)
+        elif body is None:
+            self.stream.write_frame(_NO_ATOM_CACHE + head[1:])
         else:
-            self.stream.write_frame(b"".join((b"\x70", head, etf.encode(payload, beamish_peer=True))))
+            # Behind a DIST_HEADER the terms lose their version byte: views,
+            # not copies, of what may be a large payload.
+            self.stream.write_frame(b"".join((_NO_ATOM_CACHE, memoryview(head)[1:], memoryview(body)[1:])))
 
     def monitor(self, watcher: Pid, down_as: Term, wire_target: Term, ref: Ref) -> None:
         """`watcher` monitors `wire_target` (a pid or a name) on the peer;
@@ -127,6 +164,14 @@ class Connection:
             logged = False
         except etf.DecodeError as exc:
             log.error("closing the connection to %s: malformed frame: %s", self.peer, exc)
+        except framing.FrameTooLarge as exc:
+            # Not a fault of the wire: the peer is entitled to send it (Erlang
+            # has no limit) and this node's limit refused it, so it is said.
+            log.warning(
+                "closing the connection to %s: it sent %s; raise max_message (dist.start) to accept it",
+                self.peer,
+                exc,
+            )
         except framing.TickTimeout:
             # As net_kernel reports it: "** Node X not responding ** ** Removing
             # (timedout) connection **", an error.
@@ -146,14 +191,36 @@ class Connection:
             self.kernel.connection_down(self, NOCONNECTION, logged=logged)
 
     def dispatch(self, frame: bytes) -> None:
-        if not frame or frame[0] != C.PASS_THROUGH:
-            raise etf.DecodeError(f"unsupported frame header {bytes(frame[:1])!r} (no atom cache was agreed)")
-        decode = self._decode_beamish if self.beamish else self._decode_plain
-        known = self._got_ctrl_bytes
-        if known and frame.startswith(known, 1):
-            ctrl, offset = self._got_ctrl, 1 + len(known)
+        """Handle one frame: a pass-through message (what beamish sends, and
+        an OTP peer without FRAGMENTS), or what an OTP peer with FRAGMENTS
+        sends: a message behind a DIST_HEADER, or a fragment of one."""
+        if frame and frame[0] == C.PASS_THROUGH:
+            self._message(frame, 1, False)
+        elif len(frame) >= 3 and frame[0] == VERSION and frame[1] == DIST_HEADER:
+            if frame[2] != 0:
+                raise etf.DecodeError("a distribution header with atom cache references (no atom cache was agreed)")
+            self._message(frame, 3, True)
+        elif len(frame) >= 2 and frame[0] == VERSION:
+            message = self.fragments.add(frame)
+            if message is not None:
+                self._message(message, 0, True)
         else:
-            ctrl, offset = decode(frame, 1)
+            raise etf.DecodeError(f"unsupported frame header {bytes(frame[:2])!r}")
+
+    def _decode_bare(self, data: bytes, offset: int) -> tuple[Term, int]:
+        """A term without its version byte, as behind a DIST_HEADER."""
+        return etf.decode_prefix(data, offset, limits=self.limits, beamish_peer=self.beamish, version=False)
+
+    def _message(self, frame: bytes, offset: int, bare: bool) -> None:
+        """The control message at `offset` and its payload: terms with
+        version bytes, or `bare` ones (behind a DIST_HEADER)."""
+        decode = self._decode_bare if bare else self._decode_beamish if self.beamish else self._decode_plain
+        known = self._got_ctrl_bare if bare else self._got_ctrl_bytes
+        if known and frame.startswith(known, offset):
+            ctrl, offset = self._got_ctrl, offset + len(known)
+        else:
+            start = offset
+            ctrl, offset = decode(frame, offset)
             if type(ctrl) is not tuple or not ctrl or type(ctrl[0]) is not int:
                 raise etf.DecodeError(f"control message is not an operation tuple: {reprlib.repr(ctrl)}")
             try:
@@ -161,7 +228,9 @@ class Connection:
             except ValueError as exc:
                 raise etf.DecodeError(f"malformed control message: {exc}") from None
             if ctrl[0] in _REPEATING:
-                self._got_ctrl, self._got_ctrl_bytes = ctrl, bytes(frame[1:offset])
+                raw = bytes(frame[start:offset])
+                self._got_ctrl = ctrl
+                self._got_ctrl_bare, self._got_ctrl_bytes = (raw, b"\x83" + raw) if bare else (raw[1:], raw)
         op = ctrl[0]
         payload: Term = None
         if op in C.WITH_PAYLOAD:

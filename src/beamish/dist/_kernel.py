@@ -16,6 +16,7 @@ module.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from . import control as C
 from . import epmd, etf, framing, handshake
 from . import flags as F
 from ._allow import AllowList
-from ._connection import Connection, wire_reason
+from ._connection import Connection, check_size, wire_reason
 from ._services import Services
 from .tls import TlsOptions
 
@@ -39,6 +40,11 @@ log = logging.getLogger("beamish.dist")
 
 NODEUP: Final = Atom("nodeup")
 EMPTY: Final = Atom("")
+
+
+MAX_MESSAGE: Final = 256 * 1024 * 1024
+"""The default `max_message`: a 70 MB message from an Erlang node (which has
+no limit) arrives, and a peer still cannot make a node hold gigabytes."""
 
 
 @dataclass
@@ -52,7 +58,9 @@ class Options:
     rpc_allow: frozenset[str] = frozenset()
     spawn_allow: frozenset[str] = frozenset()
     connect_timeout: float = 7.0
-    max_frame: int = 64 * 1024 * 1024
+    max_message: int = MAX_MESSAGE
+    """The largest message sent or received, in bytes of its encoding (see
+    `beamish.dist.start`)."""
     epmd_port: int | None = None
     limits: etf.Limits = field(default_factory=etf.Limits)
     tls: TlsOptions | None = None
@@ -69,7 +77,12 @@ class Kernel:
             raise ValueError(f"a distributed node needs a name like 'py@127.0.0.1', not {node.name!r}")
         self.node = node
         self.options = options
-        self.services = Services(node, AllowList(options.rpc_allow), AllowList(options.spawn_allow))
+        self.services = Services(
+            node, AllowList(options.rpc_allow, default="pool"), AllowList(options.spawn_allow, default="loop")
+        )
+        # What a frame may hold is what a message may: the decoder's input
+        # bound follows max_message, whatever the Limits say.
+        self.limits = dataclasses.replace(options.limits, max_size=options.max_message)
         self.conns: dict[Atom, Connection] = {}
         self.connecting: dict[Atom, asyncio.Task[Connection | None]] = {}
         # Frames addressed to a node while its connection is being set up.
@@ -172,7 +185,7 @@ class Kernel:
             result.reader,
             result.writer,
             ticktime=self.options.ticktime,
-            max_frame=self.options.max_frame,
+            max_frame=self.options.max_message,
             unflushed=self.unflushed,
         )
         conn = Connection(self, peer, result.peer_flags, result.peer_creation, stream)
@@ -328,7 +341,7 @@ class Kernel:
         if conn is not None:
             conn.send(ctrl, msg)
         else:
-            self._with(peer, lambda c: c.send(ctrl, msg))
+            self._send_later(peer, ctrl, msg)
 
     def send_alias(self, sender: Pid | None, alias: Ref, msg: Term) -> None:
         frm = sender if sender is not None else self._kernel_pid()
@@ -336,7 +349,16 @@ class Kernel:
         if conn is not None:
             conn.send((C.ALIAS_SEND, frm, alias), msg)
         else:
-            self._with(alias.node, lambda c: c.send((C.ALIAS_SEND, frm, alias), msg))
+            self._send_later(alias.node, (C.ALIAS_SEND, frm, alias), msg)
+
+    def _send_later(self, peer: Atom, ctrl: tuple[Term, ...], msg: Term) -> None:
+        """A message for a node not connected yet: encoded now, so that one
+        over `max_message` (or one that cannot be encoded) raises in the
+        sender, as it would on an established connection."""
+        head = etf.encode(ctrl, beamish_peer=True)
+        body = etf.encode(msg, beamish_peer=True)
+        check_size(peer, head, body, self.options.max_message)
+        self._with(peer, lambda c: c.send_encoded(head, body))
 
     def link(self, local: Pid, remote: Pid) -> None:
         def act(c: Connection) -> None:

@@ -12,12 +12,14 @@ what the node's allow-lists name (`dist._allow`). The cluster services
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from .._gen import reply
-from ..process import Exit, receive
+from ..process import Exit, receive, to_thread
 from ..terms import Atom, Pid, Term
 from . import control as C
 from ._allow import REFUSED, AllowList, Missing
@@ -99,7 +101,22 @@ class Services:
                 raise Exit(undef)
 
             return missing
-        return lambda: fn(*args)
+        target = fn
+        return lambda: self._run(self.spawn_allow, module, function, target, args)
+
+    @staticmethod
+    async def _run(allow: AllowList, module: str, function: str, fn: Callable[..., object], args: list[Term]) -> Term:
+        """Run an allow-listed target where `allow` puts it (`dist._allow`):
+        an `async def` on the loop, a plain function on the loop or in the
+        node's thread pool, where one that blocks holds a pool thread and
+        not every process of the node."""
+        if inspect.iscoroutinefunction(fn) or allow.on_loop(module, function):
+            result = fn(*args)
+        else:
+            result = await to_thread(functools.partial(fn, *args))
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
 
     async def _erpc_execute(self, tag: Term, module: str, function: str, args: Term) -> None:
         """erpc:execute_call/4 as Erlang runs it: the outcome is the exit reason."""
@@ -124,9 +141,7 @@ class Services:
         if isinstance(fn, Missing) or not isinstance(args, list):
             return ("error", UNDEF)
         try:
-            result = fn(*args)
-            if asyncio.iscoroutine(result):
-                result = await result
+            result = await self._run(self.rpc_allow, module, function, fn, args)
         except Exception as exc:
             return ("error", wire_reason(exc))
         return ("return", result)

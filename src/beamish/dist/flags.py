@@ -88,11 +88,16 @@ ADVERTISED: Final = (
     | MANDATORY_25_DIGEST
     | SPAWN
     | ALIAS
+    | FRAGMENTS
     | BEAMISH
 )
 """What beamish offers. Not offered: ATOM_CACHE and DIST_HDR_ATOM_CACHE (we
-send every frame pass-through, so peers send us pass-through too),
-FRAGMENTS (frames are whole; large messages are one big frame), NAME_ME."""
+send every frame pass-through), NAME_ME. FRAGMENTS is offered for what we
+receive: an OTP peer then sends each message behind a DIST_HEADER without
+atom cache references (`131, 68, 0`) and splits one whose encoding exceeds
+64 KiB into fragments (`dist._fragments`), so a big message from one of its
+processes no longer holds up the others'. We send whole frames, which a
+FRAGMENTS peer reads as well."""
 
 NAMES: Final = {
     value: name

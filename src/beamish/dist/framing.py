@@ -42,7 +42,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Final, cast
 
-__all__ = ["FrameError", "FrameStream", "TickTimeout"]
+__all__ = ["FrameError", "FrameStream", "FrameTooLarge", "MessageTooLarge", "TickTimeout"]
 
 _LEN: Final = struct.Struct(">I")
 TICK: Final = b"\x00\x00\x00\x00"
@@ -54,6 +54,18 @@ class FrameError(ConnectionError):
 
 class TickTimeout(FrameError):
     """Nothing, not even a tick, came from the peer for `ticktime` seconds."""
+
+
+class FrameTooLarge(FrameError):
+    """The peer sent a message larger than this node accepts (a frame over
+    `max_frame`, or fragments over the connection's `max_message`)."""
+
+
+class MessageTooLarge(ValueError):
+    """A message to send is larger than the connection's `max_message`
+    (`beamish.dist.start`): raised in the sender, before anything is
+    written, as `erlang:send` raises `system_limit` for a message erts
+    cannot encode."""
 
 
 class FrameStream:
@@ -253,7 +265,7 @@ class _FrameProtocol(asyncio.Protocol):
                     stream._received = True
                     continue
                 if size > stream.max_frame:
-                    raise FrameError(f"frame of {size} bytes exceeds the maximum of {stream.max_frame}")
+                    raise FrameTooLarge(f"a frame of {size} bytes, over the maximum of {stream.max_frame}")
                 end = pos + 4 + size
                 if end > end_of_data:
                     need = 4 + size
