@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import overload
 
+from .._atoms import TIMEOUT
 from ..node import Node, _loop_factory
 from ..process import Exit, current, receive
 from ..terms import Atom, Pid, Ref, Term
@@ -236,7 +237,7 @@ async def spawn(
     try:
         msg = await receive(lambda m: type(m) is tuple and len(m) == 4 and m[0] == "spawn_reply" and m[1] == ref, timeout)
     except TimeoutError:
-        raise Exit(Atom("timeout")) from None
+        raise Exit(TIMEOUT) from None
     _, _, status, result = msg
     if status != "ok":
         raise Exit(result)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from .._atoms import NOCONNECTION, NODEDOWN, NOPROC
+from .._atoms import ERROR, NOCONNECTION, NODEDOWN, NOPROC, OK, SHUTDOWN
 from ..node import Node
 from ..terms import Atom, Pid, Ref, Term
 from . import control as C
@@ -126,7 +126,7 @@ class Kernel:
     async def stop(self) -> None:
         conns = list(self.conns.values())
         for conn in conns:
-            self.connection_down(conn, Atom("shutdown"))
+            self.connection_down(conn, SHUTDOWN)
         await asyncio.gather(*(conn.stream.wait_closed() for conn in conns))
         for task in list(self.connecting.values()):
             task.cancel()
@@ -219,7 +219,7 @@ class Kernel:
         for ref, (waiter, peer) in list(self.spawn_waiters.items()):
             if peer == conn.peer:
                 del self.spawn_waiters[ref]
-                node.send(waiter, (Atom("spawn_reply"), ref, Atom("error"), NOCONNECTION))
+                node.send(waiter, (Atom("spawn_reply"), ref, ERROR, NOCONNECTION))
         conn.links.clear()
         conn.monitors.clear()
         conn.watched.clear()
@@ -475,7 +475,7 @@ class Kernel:
                     conn.send((C.DEMONITOR_P, to, result, req_id))
         else:
             node.forget_monitor(to, req_id)
-        self.node.send(to, (Atom("spawn_reply"), req_id, Atom("ok") if type(result) is Pid else Atom("error"), result))
+        self.node.send(to, (Atom("spawn_reply"), req_id, OK if type(result) is Pid else ERROR, result))
 
     def spawn_remote(self, requester: Pid, peer: Atom, target: str, args: list[Term], *, link: bool, monitor: bool) -> Ref:
         module, _, function = target.partition(":")
@@ -491,7 +491,7 @@ class Kernel:
 
         def fail() -> None:
             self.spawn_waiters.pop(ref, None)
-            self.node.send(requester, (Atom("spawn_reply"), ref, Atom("error"), NOCONNECTION))
+            self.node.send(requester, (Atom("spawn_reply"), ref, ERROR, NOCONNECTION))
 
         self._with(peer, lambda c: c.send(ctrl, list(args)), fail)
         return ref

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from .._atoms import ERROR, EXIT
 from .._gen import reply
 from ..process import Exit, receive, to_thread
 from ..terms import Atom, Pid, Term
@@ -123,7 +124,7 @@ class Services:
         outcome = await self.apply(module, function, args)
         if outcome[0] == "return":
             raise Exit((tag, Atom("return"), outcome[1]))
-        raise Exit((tag, Atom("error"), outcome[1], []))
+        raise Exit((tag, ERROR, outcome[1], []))
 
     async def _erpc_cast(self, module: str, function: str, args: Term) -> None:
         """erpc:execute_cast/3: nobody waits for the outcome; a failure ends
@@ -171,6 +172,6 @@ class Services:
         if outcome[0] == "return":
             reply(from_, outcome[1])
         else:
-            reply(from_, (Atom("badrpc"), (Atom("EXIT"), (outcome[1], []))))
+            reply(from_, (Atom("badrpc"), (EXIT, (outcome[1], []))))
 
 

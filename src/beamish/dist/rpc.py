@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._atoms import CALL, GEN_CAST, NODEDOWN
 from .. import _gen
 from ..process import Exit
 from ..terms import Atom, Term
@@ -46,15 +47,15 @@ class BadRpc(Exception):
 
 async def call(node: str, module: str, function: str, args: Sequence[Term] = (), timeout: float | None = None) -> Term:
     """Run `module:function(*args)` on `node` and return its result."""
-    request = (Atom("call"), Atom(module), Atom(function), list(args), _USER)
+    request = (CALL, Atom(module), Atom(function), list(args), _USER)
     try:
         result = await _gen.call((_REX, Atom(node)), request, timeout)
     except Exit as e:
         reason = e.reason
         if type(reason) is tuple and reason and reason[0] == "nodedown":
-            raise BadRpc(Atom("nodedown")) from None
+            raise BadRpc(NODEDOWN) from None
         if reason in ("noproc", "noconnection"):
-            raise BadRpc(Atom("nodedown")) from None
+            raise BadRpc(NODEDOWN) from None
         raise BadRpc(reason) from None
     if type(result) is tuple and len(result) == 2 and result[0] == "badrpc":
         raise BadRpc(result[1])
@@ -65,4 +66,4 @@ def cast(node: str, module: str, function: str, args: Sequence[Term] = ()) -> No
     """Run `module:function(*args)` on `node`, not waiting for a result."""
     from ..process import current
 
-    current().node.send((_REX, Atom(node)), (Atom("$gen_cast"), (Atom("cast"), Atom(module), Atom(function), list(args), _USER)))
+    current().node.send((_REX, Atom(node)), (GEN_CAST, (Atom("cast"), Atom(module), Atom(function), list(args), _USER)))
