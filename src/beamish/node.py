@@ -320,7 +320,7 @@ class Node:
         pid = self.new_pid()
         # Interned (by `_label_of`, or here): an f-string built per spawn is
         # 60-70 bytes of every idle process. str(): intern refuses subclasses (Atom).
-        proc = Process(self, pid, initial_call if initial_call.__class__ is str else sys.intern(str(initial_call)))
+        proc = Process(self, pid, sys.intern(str(initial_call)))
         self.procs[pid.id] = proc
         return proc
 
