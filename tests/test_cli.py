@@ -275,3 +275,14 @@ def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:
     assert done.stderr.splitlines() == [
         "beamish: cannot import examples.my_app: it needs pydantic, an optional dependency: pip install 'beamish[config]'"
     ]
+
+
+def test_an_application_class_that_does_not_exist_is_one_line_not_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "beamish", "run", "examples.my_app:NoSuchClass"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "beamish: cannot run examples.my_app:NoSuchClass: examples.my_app has no Application class 'NoSuchClass'"
+    ]

@@ -141,7 +141,7 @@ def _imported(app: str) -> bool:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        importlib.import_module(module)
+        imported = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         missing = exc.name or "?"
         top = missing.partition(".")[0]
@@ -153,6 +153,13 @@ def _imported(app: str) -> bool:
             why = f"it needs {missing!r}, which is not installed"
         print(f"beamish: cannot import {module}: {why}", file=sys.stderr, flush=True)
         return False
+    name = app.partition(":")[2]
+    if name:
+        found = getattr(imported, name, None)
+        if not (isinstance(found, type) and issubclass(found, application.Application)):
+            what = "no" if found is None else f"{found!r} is not an"
+            print(f"beamish: cannot run {app}: {module} has {what} Application class {name!r}", file=sys.stderr, flush=True)
+            return False
     return True
 
 
