@@ -250,3 +250,11 @@ def test_remote_casts_and_calls_keep_each_senders_order() -> None:
         return sorted([(await beamish.receive(timeout=20))[1] for _ in range(3)])
 
     assert two_nodes(server, client) == [0, 1, 2]
+
+
+async def test_a_node_without_a_name_cannot_be_distributed() -> None:
+    # As Erlang: net_kernel needs a name; nonode@nohost used to register "nonode" in EPMD.
+    assert str(beamish.self().node) == "nonode@nohost"
+    with pytest.raises(ValueError, match="needs a name"):
+        await dist.start(cookie=new_cookie())
+    assert not dist.is_alive()

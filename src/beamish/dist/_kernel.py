@@ -73,8 +73,13 @@ class Kernel:
     and the `net_kernel` and `rex` processes Erlang nodes talk to."""
 
     def __init__(self, node: Node, options: Options) -> None:
-        if "@" not in node.name:
-            raise ValueError(f"a distributed node needs a name like 'py@127.0.0.1', not {node.name!r}")
+        if "@" not in node.name or node.name == "nonode@nohost":
+            # As Erlang: no distribution without a name (it would register
+            # "nonode" in EPMD and call itself nohost).
+            raise ValueError(
+                f"a distributed node needs a name like 'py@127.0.0.1', not {node.name!r}: "
+                "dist.start(name, ...) or beamish.run(main, name=...)"
+            )
         self.node = node
         self.options = options
         self.services = Services(
