@@ -359,3 +359,9 @@ async def test_receive_timeouts_share_a_heap_that_sweeps_finished_waits() -> Non
         await short
     assert not any(fut.done() for fut in waiting)
     deadlines.close()
+
+
+async def test_the_process_api_in_a_pool_thread_says_where_it_is() -> None:
+    # The usual hint (start a node with beamish.run) would mislead here.
+    with pytest.raises(RuntimeError, match="a thread of the node's pool"):
+        await beamish.to_thread(beamish.self)

@@ -57,6 +57,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -634,6 +635,13 @@ def current() -> Process:
     try:
         return _current.get()
     except LookupError:
+        if threading.current_thread().name.startswith("beamish-"):
+            # A node's pool thread (to_thread, an rpc target run in the pool).
+            raise RuntimeError(
+                "not inside a beamish process: this is a thread of the node's pool "
+                "(beamish.to_thread, or an rpc target run there); send from the process "
+                "that waits for it, or allow-list the target with @loop (or make it async def)"
+            ) from None
         raise RuntimeError(
             "not inside a beamish process: start one with beamish.run(main)"
         ) from None
