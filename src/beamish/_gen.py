@@ -42,6 +42,7 @@ from ._atoms import (
 )
 from .node import Node
 from .process import (
+    NO_MESSAGE,
     NOT_YET,
     BadArg,
     Dest,
@@ -268,13 +269,13 @@ async def start(
         if link:
             node.unlink(caller, pid)
         node.signal_exit(caller.pid, pid, KILL, False)
-        _flush_down(caller, ref)
+        flush_down(caller, ref)
         raise StartError(TIMEOUT) from None
     if msg[0] is ACK:
         outcome = msg[2]
         if outcome == "ok":
             node.demonitor(caller, ref)
-            _flush_down(caller, ref)
+            flush_down(caller, ref)
             return pid
         # Wait for the process to be gone, as proc_lib does, so a supervisor
         # restarting it never races its own dying child.
@@ -288,15 +289,10 @@ async def start(
     raise StartError(msg[4])
 
 
-def _flush_down(proc: Process, ref: Ref) -> None:
+def flush_down(proc: Process, ref: Ref) -> None:
     """Remove the DOWN (or start ack) of monitor `ref` from `proc`'s mailbox,
     as `demonitor(Ref, [flush])` does."""
-    mb = proc.mailbox
-    if mb:
-        for i, m in enumerate(mb):
-            if type(m) is tuple and len(m) >= 2 and (m[1] is ref or m[1] == ref):
-                del mb[i]
-                break
+    proc.take(lambda m: type(m) is tuple and len(m) >= 2 and (m[1] is ref or m[1] == ref))
 
 
 # --- call / reply / stop -------------------------------------------------------
@@ -354,9 +350,9 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
         # or DOWN can arrive after this), flush a DOWN that came meanwhile,
         # and take a reply that made it in before the alias went.
         node.demonitor(proc, ref)
-        _flush_down(proc, ref)
-        late = _take_reply(proc, tag)
-        if late is not _NO_REPLY:
+        flush_down(proc, ref)
+        late = take_reply(proc, tag)
+        if late is not NO_MESSAGE:
             return late
         raise Exit(TIMEOUT, (GEN, CALL, [dest, request, timeout])) from None
     if len(msg) == 2:
@@ -370,19 +366,11 @@ async def call(dest: Dest, request: Term, timeout: float | None = 5.0, label: At
     raise Exit(reason, (GEN, CALL, [dest, request, timeout]))
 
 
-_NO_REPLY: Final = object()
-
-
-def _take_reply(proc: Process, tag: Term) -> Term:
+def take_reply(proc: Process, tag: Term) -> Term:
     """Remove and return the value of the reply `(tag, value)` from `proc`'s
-    mailbox, or `_NO_REPLY`."""
-    mb = proc.mailbox
-    if mb:
-        for i, m in enumerate(mb):
-            if type(m) is tuple and len(m) == 2 and (m[0] is tag or m[0] == tag):
-                del mb[i]
-                return m[1]
-    return _NO_REPLY
+    mailbox, or `NO_MESSAGE`."""
+    msg = proc.take(lambda m: type(m) is tuple and len(m) == 2 and (m[0] is tag or m[0] == tag))
+    return msg if msg is NO_MESSAGE else msg[1]
 
 
 def reply(from_: From | tuple[Pid, Term], value: Term) -> None:

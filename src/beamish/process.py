@@ -96,6 +96,9 @@ HELP_AT: Final = 64
 """Queued casts at which a sender drains an idle server's mailbox itself
 (`Process.deliver_cast`)."""
 
+NO_MESSAGE: Final = object()
+"""`Process.take`'s answer when no queued message matches."""
+
 NOT_YET: Final = object()
 """`Process.call_now`'s answer when the call has no reply yet."""
 
@@ -376,6 +379,19 @@ class Process:
                     self.node.long_queue(self, len(mb))
         else:
             self.deliver(msg)
+
+    def take(self, match: Callable[[Term], bool]) -> Term:
+        """Remove and return the first queued message `match` accepts, or
+        `NO_MESSAGE`, without waiting: the mailbox clean-up after a monitor,
+        link or call is given up (`demonitor(Ref, [flush])`, a call's
+        timeout), the one place besides `receive` that takes from it."""
+        mb = self.mailbox
+        if mb:
+            for i, msg in enumerate(mb):
+                if match(msg):
+                    del mb[i]
+                    return msg
+        return NO_MESSAGE
 
     def park(self, match: Callable[[Term], bool] | None, timeout: float | None) -> asyncio.Future[Term]:
         """Wait in `receive` for the first message `match` accepts: the
@@ -827,12 +843,8 @@ def demonitor(ref: Ref, flush: bool = False, info: bool = False) -> bool:
     """
     proc = current()
     active = proc.node.demonitor(proc, ref)
-    if flush and proc.mailbox:
-        mb = proc.mailbox
-        for i, msg in enumerate(mb):
-            if type(msg) is tuple and len(msg) == 5 and msg[1] == ref and msg[0] == DOWN:
-                del mb[i]
-                break
+    if flush:
+        proc.take(lambda msg: type(msg) is tuple and len(msg) == 5 and msg[1] == ref and msg[0] == DOWN)
     return active if info else True
 
 

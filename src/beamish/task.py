@@ -45,9 +45,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ._atoms import DOWN, EXIT, KILL, NORMAL, SHUTDOWN, TIMEOUT
-from ._gen import _NO_REPLY, ChildSpec, _flush_down, _take_reply
+from ._gen import ChildSpec, flush_down, take_reply
 from .dynamic_supervisor import DynamicSupervisor
 from .process import (
+    NO_MESSAGE,
     Exit,
     Process,
     current,
@@ -111,8 +112,8 @@ class Task:
             # Elixir: demonitor with flush; the ref is an alias that goes with
             # the monitor, so a result that comes later is dropped.
             demonitor(task.ref, flush=True)
-            late = _take_reply(current(), task.ref)
-            if late is not _NO_REPLY:  # it made it in before the alias went
+            late = take_reply(current(), task.ref)
+            if late is not NO_MESSAGE:  # it made it in before the alias went
                 return late
             raise Exit(TIMEOUT, (Atom("Task"), Atom("await"), [task, timeout])) from None
         if len(msg) == 2:
@@ -253,8 +254,8 @@ class Task:
                 node.signal_exit(me.pid, helper, _KILL, False)  # the tasks die with it
                 for ref in running:
                     node.demonitor(me, ref)
-                    _flush_down(me, ref)
-                    _take_reply(me, ref)
+                    flush_down(me, ref)
+                    take_reply(me, ref)
                 _flush_exit(me, helper)
 
 
@@ -368,12 +369,7 @@ def _any(_: Term) -> bool:
 
 def _flush_exit(proc: Process, pid: Pid) -> None:
     """Remove an `EXIT` from `pid` that reached `proc` before an unlink."""
-    mb = proc.mailbox
-    if mb:
-        for i, m in enumerate(mb):
-            if type(m) is tuple and len(m) == 3 and m[0] == EXIT and m[1] == pid:
-                del mb[i]
-                break
+    proc.take(lambda m: type(m) is tuple and len(m) == 3 and m[0] == EXIT and m[1] == pid)
 
 
 async def _supervised(sup: Term, fn: Callable[..., Term], args: tuple[Term, ...]) -> Task:
