@@ -54,14 +54,17 @@ def test_node_command_serves_rpc_and_stops_on_sigterm() -> None:
 
 
 @pytest.mark.interop
-def test_a_node_name_already_taken_is_one_line_and_exit_code_1() -> None:
+@pytest.mark.parametrize("second_command", ["node", "run"])
+def test_a_node_name_already_taken_is_one_line_and_exit_code_1(second_command: str) -> None:
     ensure_epmd()
     name = f"{unique_name('taken')}@{HOST}"
     command = [sys.executable, "-m", "beamish", "node", "--name", name, "--cookie", new_cookie()]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if second_command == "run":
+        command = [sys.executable, "-m", "beamish", "run", "examples.my_app:MyApp", "--name", name, "--cookie", "c"]
     try:
         assert first.stdout is not None and first.stdout.readline().startswith(f"node {name} up")
-        second = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=ROOT)
     finally:
         first.kill()
         first.communicate()

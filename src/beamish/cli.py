@@ -87,7 +87,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.name:
             from .dist import _api
 
-            await _api.start(cookie=args.cookie, listen=args.listen)
+            try:
+                await _api.start(cookie=args.cookie, listen=args.listen)
+            except OSError as exc:  # a name EPMD already has, a port in use: the user's to fix
+                raise Exit(_CannotStart(f"cannot start {node.name}: {exc}; {_node_cli.REMEDY}")) from None
             for peer in args.connect:  # the others may not be up yet: they will connect to us
                 await _api.connect(peer)
         cfg = application.load_config(directory, env=args.env)
@@ -122,9 +125,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"beamish: could not start: {exc}", file=sys.stderr, flush=True)
         return 1
     except Exit as exc:
+        if isinstance(exc.reason, _CannotStart):
+            print(f"beamish: {exc.reason}", file=sys.stderr, flush=True)
+            return 1
         print(f"beamish: node halted: {exc.reason!r}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+class _CannotStart(str):
+    """The exit reason of a boot that could not start distribution: one line to print."""
 
 
 # Optional dependencies, by the module a user's code imports: the extra to install.

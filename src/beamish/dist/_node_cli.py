@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
         except OSError as exc:
             # EpmdError (a name taken) and a port in use are the user's to fix:
             # one line naming the node, not a crash report and a traceback.
-            print(f"beamish node: cannot start {node.name}: {exc}; {_REMEDY}", file=sys.stderr, flush=True)
+            print(f"beamish node: cannot start {node.name}: {exc}; {REMEDY}", file=sys.stderr, flush=True)
             return 1
         if started:
             await OS_SIGNALS.stopped()
@@ -82,4 +82,4 @@ def main(args: argparse.Namespace) -> int:
     return code
 
 
-_REMEDY = "stop the node that has that name or port, or choose another --name (or --port)"
+REMEDY = "stop the node that has that name or port, or choose another --name (or --port)"
