@@ -73,8 +73,6 @@ __all__ = [
 ACK: Final = Atom("$ack")
 
 
-
-
 class StartError(Exception):
     """A behaviour failed to start: `reason` is what its init gave (OTP's
     `{error, Reason}`), e.g. `("already_started", pid)`."""

@@ -469,8 +469,7 @@ class Node:
             server.add_watcher(ref, caller.pid)
             caller.add_monitor(ref, server.pid)
         else:  # it died handling the call
-            del self.aliases[ref]
-            caller.deliver((DOWN, ref, PROCESS, server.pid, server.exit_reason))
+            self._down_at_once(caller, ref, server.pid, server.exit_reason)
         return ref, tag, NOT_YET
 
     def reply(self, from_: tuple[Pid, Term], value: Term) -> None:
@@ -488,12 +487,13 @@ class Node:
         if alias is None:
             self.send_quietly(pid, (tag, value))
             return
-        # send_alias inlined for a local caller: the reply of every local call.
+        # A local caller's alias looked up here (the reply of every local
+        # call); anything else is send_alias's.
         proc = self.aliases.get(alias)
         if proc is not None:
             proc.deliver((tag, value))
-        elif alias.node is not self.name and self.dist is not None:
-            self.dist.send_alias(self._sender(), alias, (tag, value))
+        else:
+            self.send_alias(alias, (tag, value))
 
     def _sender(self) -> Pid | None:
         try:
@@ -580,8 +580,7 @@ class Node:
                 proc.add_monitor(ref, target)
                 self.dist.monitor(proc.pid, target, ref)
             else:
-                self.aliases.pop(ref, None)
-                proc.deliver((DOWN, ref, PROCESS, target, NOPROC))
+                self._down_at_once(proc, ref, target, NOPROC)
             return ref
         if isinstance(target, str):
             obj = (Atom(target), self.name)
@@ -591,8 +590,7 @@ class Node:
                 # (name, node, pid): the DOWN names the name, the pid finds the watched.
                 proc.add_monitor(ref, (*obj, named.pid))
             else:
-                self.aliases.pop(ref, None)
-                proc.deliver((DOWN, ref, PROCESS, obj, NOPROC))
+                self._down_at_once(proc, ref, obj, NOPROC)
             return ref
         if type(target) is tuple and len(target) == 2 and target[0] != "via":
             name, node = target
@@ -604,10 +602,15 @@ class Node:
                 proc.add_monitor(ref, obj)
                 self.dist.monitor(proc.pid, obj, ref)
             else:
-                self.aliases.pop(ref, None)
-                proc.deliver((DOWN, ref, PROCESS, target, NOCONNECTION))
+                self._down_at_once(proc, ref, target, NOCONNECTION)
             return ref
         raise BadArg(f"cannot monitor {target!r}")
+
+    def _down_at_once(self, proc: Process, ref: Ref, target: Term, reason: Term) -> None:
+        """The DOWN of a monitor whose target was already gone (or died
+        before the monitor was needed); its alias, if any, goes with it."""
+        self.aliases.pop(ref, None)
+        proc.deliver((DOWN, ref, PROCESS, target, reason))
 
     def demonitor(self, proc: Process, ref: Ref) -> bool:
         self.aliases.pop(ref, None)
