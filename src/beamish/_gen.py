@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -178,14 +179,33 @@ def register_name(node: Node, name: Dest | None, pid: Pid) -> None:
         if not via.register_name(name[2], pid):
             raise StartError((ALREADY_STARTED, via.whereis_name(name[2])))
         return
-    if type(name) is tuple and len(name) == 2 and name[0] == "global":
+    raise BadArg(f"invalid name {name!r}: a str, ('via', module, key) or ('global', name)")
+
+
+def registers_later(node: Node, name: Dest | None) -> Callable[[Pid], Awaitable[Pid | None]] | None:
+    """For a name registered by a cluster-wide protocol (`("global", name)`,
+    or a via module whose `register_name` is `async def`): what the new
+    process runs to register itself; it returns the pid holding the name
+    when the name is taken, else None."""
+    if type(name) is not tuple:
+        return None
+    if len(name) == 2 and name[0] == "global":
         glob = node.extensions.get("global")
         if glob is None:
-            raise BadArg("global names need the cluster layer (beamish.cluster) running")
-        if not glob.register_name(name[1], pid):  # type: ignore[attr-defined]
-            raise StartError((ALREADY_STARTED, glob.whereis_name(name[1])))  # type: ignore[attr-defined]
-        return
-    raise BadArg(f"invalid name {name!r}: a str, ('via', module, key) or ('global', name)")
+            raise BadArg("global names need a distributed node (beamish.dist.start)")
+        key, via = name[1], glob
+    elif len(name) == 3 and name[0] == "via" and inspect.iscoroutinefunction(name[1].register_name):
+        key, via = name[2], name[1]
+    else:
+        return None
+
+    async def register(pid: Pid) -> Pid | None:
+        if await via.register_name(key, pid):  # type: ignore[attr-defined]
+            return None
+        taken: Pid | None = via.whereis_name(key)  # type: ignore[attr-defined]
+        return taken
+
+    return register
 
 
 def unregister_name(node: Node, name: Dest | None) -> None:
@@ -194,8 +214,8 @@ def unregister_name(node: Node, name: Dest | None) -> None:
     if isinstance(name, str):
         if node.names.get(name) is not None:
             node.unregister(name)
-    elif type(name) is tuple and len(name) == 3 and name[0] == "via":
-        name[1].unregister_name(name[2])
+    elif type(name) is tuple and len(name) == 3 and name[0] == "via" and not inspect.iscoroutinefunction(name[1].unregister_name):
+        name[1].unregister_name(name[2])  # an async one (global's): the name goes with the process
 
 
 # --- start with acknowledgement ----------------------------------------------
@@ -226,17 +246,26 @@ async def start(
     proc = node.new_process(label)
     proc.behaviour = behaviour
     pid = proc.pid
-    try:
-        register_name(node, name, pid)
-    except BaseException:
-        node.procs.pop(pid.id, None)
-        raise
+    later = registers_later(node, name)
+    if later is None:
+        try:
+            register_name(node, name, pid)
+        except BaseException:
+            node.procs.pop(pid.id, None)
+            raise
     if link:
         proc.add_link(caller.pid)
         caller.add_link(pid)
     ref = node.monitor(caller, pid)
 
     async def body() -> Term:
+        if later is not None:
+            # As gen:init_it: a global name is registered by the new process
+            # itself, before its init; a name taken is `already_started`.
+            taken = await later(pid)
+            if taken is not None:
+                node.send_quietly(caller.pid, (ACK, ref, (ERROR, (ALREADY_STARTED, taken))))
+                raise Exit(NORMAL)
         try:
             handler = await init(proc)
         except Exit as e:

@@ -108,6 +108,9 @@ class ErlNode:
             name=helper,
             cookie=self.cookie,
             timeout=timeout,
+            # Hidden: the probe must not join the cluster under test (global
+            # would mesh it with every node, and sync with it).
+            extra=["-hidden"],
         )
         return out.strip()
 

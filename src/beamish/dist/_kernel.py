@@ -31,6 +31,7 @@ from . import epmd, etf, framing, handshake
 from . import flags as F
 from ._allow import AllowList
 from ._connection import Connection, check_size, wire_reason
+from ._global import Global
 from ._services import Services
 from .tls import TlsOptions
 
@@ -66,6 +67,8 @@ class Options:
     tls: TlsOptions | None = None
     node_cookies: dict[Atom, str] = field(default_factory=dict)
     """Cookies for connecting to given nodes (`erlang:set_cookie/2`)."""
+    prevent_overlapping_partitions: bool = True
+    """global's OTP 25 default (kernel's `prevent_overlapping_partitions`)."""
 
 
 class Kernel:
@@ -90,6 +93,8 @@ class Kernel:
         self.limits = dataclasses.replace(options.limits, max_size=options.max_message)
         self.conns: dict[Atom, Connection] = {}
         self.connecting: dict[Atom, asyncio.Task[Connection | None]] = {}
+        # Set when we answer a peer's attempt `ok_simultaneous`: our own goes.
+        self.abandoned: dict[Atom, asyncio.Event] = {}
         # Frames addressed to a node while its connection is being set up.
         self.queued: dict[Atom, list[Callable[[Connection], None]]] = {}
         self.node_subscribers: dict[Pid, int] = {}
@@ -111,6 +116,7 @@ class Kernel:
         # fail `dist.start`, not the first connection.
         self.tls_server: ssl.SSLContext | None = options.tls.server_context() if options.tls else None
         self.tls_client: ssl.SSLContext | None = options.tls.client_context() if options.tls else None
+        self.glob: Global | None = None
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -123,12 +129,20 @@ class Kernel:
         self.epmd = await epmd.register(alive, self.port, epmd_port=self.options.epmd_port)
         self.node.dist = self
         self.services.start()
+        # global is part of every published node: Erlang peers run its
+        # protocol with us from the first connection (`global:sync/0` waits
+        # for it), so it starts with the distribution, as in Erlang's kernel.
+        self.glob = Global(self.node, self, prevent_overlapping_partitions=self.options.prevent_overlapping_partitions)
+        await self.glob.start()
 
     async def shutdown(self) -> None:
         await self.stop()
         self.node.extensions.pop("beamish.dist", None)
 
     async def stop(self) -> None:
+        if self.glob is not None:
+            self.glob.stop()
+            self.glob = None
         conns = list(self.conns.values())
         for conn in conns:
             self.connection_down(conn, SHUTDOWN)
@@ -168,12 +182,23 @@ class Kernel:
                 creation=self.node.creation,
                 is_pending=self._simultaneous,
                 timeout=self.options.connect_timeout,
+                is_connected=self._connected,
+                abandon=self._abandon,
             )
         except handshake.HandshakeError as exc:
             log.warning("refused a connection: %s", exc)
             writer.close()
             return
         self._established(result)
+
+    def _connected(self, peer: str) -> bool:
+        conn = self.conns.get(Atom(peer))
+        return conn is not None and conn.alive
+
+    def _abandon(self, peer: str) -> None:
+        event = self.abandoned.get(Atom(peer))
+        if event is not None:
+            event.set()
 
     def _simultaneous(self, peer: str) -> bool:
         """Whether we are connecting to `peer` ourselves (the handshake's
@@ -185,7 +210,10 @@ class Kernel:
         peer = Atom(result.peer_name)
         old = self.conns.get(peer)
         if old is not None:
-            old.stream.close()
+            # The peer restarted (or its old connection is stale): the old
+            # connection's nodedown, links and monitors come first, before
+            # the new nodeup, as net_kernel orders them.
+            self.connection_down(old, Atom("connection_closed"))
         stream = framing.FrameStream(
             result.reader,
             result.writer,
@@ -250,8 +278,10 @@ class Kernel:
         return await asyncio.shield(task)
 
     async def _connect(self, peer: Atom) -> Connection | None:
-        try:
-            result = await handshake.initiate(
+        loop = self.node.loop
+        abandoned = self.abandoned[peer] = asyncio.Event()
+        attempt = loop.create_task(
+            handshake.initiate(
                 peer,
                 name=self.node.name,
                 cookie=self.options.node_cookies.get(peer, self.options.cookie),
@@ -260,19 +290,26 @@ class Kernel:
                 timeout=self.options.connect_timeout,
                 epmd_port=self.options.epmd_port,
                 tls=self.tls_client,
+                is_connected=self._connected,
             )
-        except (handshake.HandshakeError, OSError, TimeoutError) as exc:
-            result = None
-            if "nok" in str(exc):
-                # Simultaneous connect and the peer keeps its own attempt:
-                # wait for that one to arrive here.
-                deadline = self.node.loop.time() + self.options.connect_timeout
-                while peer not in self.conns and self.node.loop.time() < deadline:
-                    try:
-                        await asyncio.wait_for(self.established.wait(), deadline - self.node.loop.time())
-                    except TimeoutError:
-                        break
+        )
+        attempt.add_done_callback(_retrieved)
+        given_up = loop.create_task(abandoned.wait())
+        result: handshake.HandshakeResult | None = None
+        try:
+            await asyncio.wait({attempt, given_up}, return_when=asyncio.FIRST_COMPLETED)
+            if attempt.done():
+                result = attempt.result()
+                simultaneous = False
             else:
+                # We answered the peer's own attempt `ok_simultaneous`: that
+                # one is the connection, and ours is given up (dist_util).
+                attempt.cancel()
+                simultaneous = True
+        except (handshake.HandshakeError, OSError, TimeoutError) as exc:
+            # `nok`: a simultaneous connect where the peer keeps its own attempt.
+            simultaneous = "nok" in str(exc)
+            if not simultaneous:
                 # A peer that is not up is routine (Erlang says nothing); a
                 # refused handshake (a wrong cookie) is worth a warning.
                 refused = isinstance(exc, handshake.HandshakeError) and not isinstance(exc, handshake.Unreachable)
@@ -280,11 +317,23 @@ class Kernel:
                 log.log(level, "%s could not connect to %s: %s", self.node.name, peer, exc)
         except asyncio.CancelledError:
             # The node is leaving: what waited for this connection fails now.
+            attempt.cancel()
             self.connecting.pop(peer, None)
             self._connect_failed(peer)
             raise
         finally:
+            given_up.cancel()
+            if self.abandoned.get(peer) is abandoned:
+                del self.abandoned[peer]
             self.connecting.pop(peer, None)
+        if simultaneous:
+            # Wait for the peer's attempt to arrive here.
+            deadline = loop.time() + self.options.connect_timeout
+            while peer not in self.conns and loop.time() < deadline:
+                try:
+                    await asyncio.wait_for(self.established.wait(), deadline - loop.time())
+                except TimeoutError:
+                    break
         if result is None:
             self._connect_failed(peer)
             return self.conns.get(peer)  # the peer may have connected to us meanwhile
@@ -506,6 +555,12 @@ class Kernel:
         if pid is None:
             raise RuntimeError("net_kernel is not running")
         return pid
+
+def _retrieved(task: asyncio.Task[object]) -> None:
+    """An attempt given up may still fail on its own: nobody needs to hear."""
+    if not task.cancelled():
+        task.exception()
+
 
 class _OnFail:
     """A queued action that only runs when connecting fails."""

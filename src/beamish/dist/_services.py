@@ -15,7 +15,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from .._atoms import ERROR, EXIT
@@ -45,6 +45,9 @@ class Services:
         self.node = node
         self.rpc_allow = rpc_allow
         self.spawn_allow = spawn_allow
+        # Functions every Erlang node answers whatever its allow-lists say,
+        # because the kernel's own services call them (global:resolve_it/4).
+        self.builtins: dict[tuple[str, str], Callable[..., Awaitable[Term]]] = {}
 
     def start(self) -> None:
         """Start `net_kernel` and `rex`, the registered processes peers call."""
@@ -136,6 +139,12 @@ class Services:
     async def apply(self, module: str, function: str, args: Term) -> tuple[str, Term]:
         """Run an allow-listed `module.function(*args)`: ("return", value) or
         ("error", erlang_reason)."""
+        builtin = self.builtins.get((module, function))
+        if builtin is not None and isinstance(args, list):
+            try:
+                return ("return", await builtin(*args))
+            except Exception as exc:
+                return ("error", wire_reason(exc))
         fn = self.rpc_allow.lookup(module, function)
         if fn is REFUSED:
             log.warning("refused an rpc of %s:%s from a peer: not in rpc_allow", module, function)

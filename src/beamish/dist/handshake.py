@@ -136,8 +136,12 @@ async def handshake_out(
     flags: int,
     creation: int,
     timeout: float = 7.0,
+    is_connected: Callable[[str], bool] | None = None,
+    peer: str | None = None,
 ) -> HandshakeResult:
-    """The connecting side, on an open connection."""
+    """The connecting side, on an open connection. To a peer that answers
+    `alive` (it holds a connection from us), we say `true` (that connection
+    is stale: go on) unless `is_connected(peer)` says it is live here."""
     header = _header(writer)
     try:
         async with asyncio.timeout(timeout):
@@ -148,6 +152,9 @@ async def handshake_out(
                 raise HandshakeError(f"expected a status, got {status[:1]!r}")
             text = status[1:].decode(errors="replace")
             if text == "alive":
+                if is_connected is not None and peer is not None and is_connected(peer):
+                    _send(writer, b"sfalse", header)
+                    raise HandshakeError("the peer is connected to us already")
                 _send(writer, b"strue", header)
             elif text not in ("ok", "ok_simultaneous"):
                 raise HandshakeError(f"the peer refused the connection: {text}")
@@ -177,6 +184,7 @@ async def initiate(
     timeout: float = 7.0,
     epmd_port: int | None = None,
     tls: ssl.SSLContext | None = None,
+    is_connected: Callable[[str], bool] | None = None,
 ) -> HandshakeResult:
     """Connect to node `peer` (`name@host`): ask its host's EPMD for the
     port, open the connection (wrapped in TLS with `tls`, as
@@ -202,7 +210,10 @@ async def initiate(
             writer.transport.abort()
             raise HandshakeError(f"TLS handshake with {peer} failed: {exc}") from None
     try:
-        result = await handshake_out(reader, writer, name=name, cookie=cookie, flags=flags, creation=creation, timeout=timeout)
+        result = await handshake_out(
+            reader, writer, name=name, cookie=cookie, flags=flags, creation=creation, timeout=timeout,
+            is_connected=is_connected, peer=peer,
+        )
     except BaseException:
         writer.close()
         raise
@@ -222,9 +233,15 @@ async def accept(
     creation: int,
     is_pending: Callable[[str], bool] | None = None,
     timeout: float = 7.0,
+    is_connected: Callable[[str], bool] | None = None,
+    abandon: Callable[[str], None] | None = None,
 ) -> HandshakeResult:
     """The accepting side. `is_pending(peer)` says whether we are connecting
-    to `peer` ourselves at this moment (the simultaneous-connect rule)."""
+    to `peer` ourselves at this moment (the simultaneous-connect rule: the
+    greater name keeps its own attempt; the smaller answers
+    `ok_simultaneous` and `abandon(peer)`s its own). `is_connected(peer)`:
+    a connection to `peer` is up, so we answer `alive` and go on only if
+    the peer says `true` (ours is stale: it restarted), as dist_util does."""
     peer = "?"
     header = _header(writer)
     try:
@@ -241,6 +258,13 @@ async def accept(
                     _send(writer, b"snok", header)
                     raise HandshakeError(f"simultaneous connect with {peer}: keeping ours")
                 _send(writer, b"sok_simultaneous", header)
+                if abandon is not None:
+                    abandon(peer)
+            elif is_connected is not None and is_connected(peer):
+                _send(writer, b"salive", header)
+                answer = await _recv(reader, header)
+                if answer != b"strue":
+                    raise HandshakeError(f"{peer} is connected already and gave this attempt up")
             else:
                 _send(writer, b"sok", header)
             challenge = secrets.randbits(32)
