@@ -35,6 +35,11 @@ PUBLIC: dict[str, list[str]] = {
         "reload_config", "start", "stop", "stop_all", "which_applications",
     ],
     "beamish.cli": ["SUBCOMMANDS", "Subcommand", "main"],
+    "beamish.cluster": ["global_"],
+    "beamish.cluster.global_": [
+        "del_lock", "re_register_name", "register_name", "registered_names", "send", "set_lock", "sync", "trans",
+        "unregister_name", "whereis_name",
+    ],
     "beamish.config": ["Config", "ConfigError", "FILES", "Problem", "env", "load", "validate"],
     "beamish.dynamic_supervisor": [],
     "beamish.gen_event": ["EventHandler", "EventResult", "REMOVE"],

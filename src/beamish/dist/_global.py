@@ -159,7 +159,7 @@ class Global:
         self.me = Atom(node.name)
         self.pop = prevent_overlapping_partitions
         # global_names: name -> (pid, method, monitor ref)
-        self.names: dict[Term, tuple[Pid, Term, Ref]] = {}
+        self.name_table: dict[Term, tuple[Pid, Term, Ref]] = {}
         self.pid_names: dict[Pid, set[Term]] = {}
         self.ref_names: dict[Ref, Term] = {}
         # Python resolve functions of the names registered from this node.
@@ -212,7 +212,7 @@ class Global:
 
     def whereis_name(self, name: Term) -> Pid | None:
         """`where/1`: a local pid that has died is already gone."""
-        entry = self.names.get(name)
+        entry = self.name_table.get(name)
         if entry is None:
             return None
         pid = entry[0]
@@ -221,7 +221,7 @@ class Global:
         return pid
 
     def registered_names(self) -> list[Term]:
-        return list(self.names)
+        return list(self.name_table)
 
     def is_lock_set(self, resource: Term) -> bool:
         return resource in self.locks
@@ -260,7 +260,7 @@ class Global:
         await self._registrar(fn)
 
     async def unregister_name(self, name: Term) -> None:
-        if name not in self.names:
+        if name not in self.name_table:
             return
 
         async def fn(nodes: list[Atom]) -> Term:
@@ -378,7 +378,7 @@ class Global:
         self._delete_name_keep_pid(name)
         ref = monitor(pid)
         self.node_resources.setdefault(pid.node, set()).add(ref)
-        self.names[name] = (pid, method, ref)
+        self.name_table[name] = (pid, method, ref)
         self.pid_names.setdefault(pid, set()).add(name)
         self.ref_names[ref] = name
         if not self._lock_still_set(from_, extra):
@@ -396,12 +396,12 @@ class Global:
         return is_tuple(info, 2) and is_tuple(info[1], 2) and bool(info[1][1] == req)
 
     def _delete_name_keep_pid(self, name: Term) -> None:
-        entry = self.names.get(name)
+        entry = self.name_table.get(name)
         if entry is not None:
             self._forget_name(name, *entry)
 
     def delete_name(self, name: Term) -> None:
-        entry = self.names.pop(name, None)
+        entry = self.name_table.pop(name, None)
         if entry is not None:
             self._forget_name(name, *entry)
 
@@ -414,7 +414,7 @@ class Global:
             if not names:
                 del self.pid_names[pid]
         self.ref_names.pop(ref, None)
-        if pid.node == self.me and name not in self.names:
+        if pid.node == self.me and name not in self.name_table:
             self.resolvers_py.pop(name, None)
 
     def _forget_resource(self, ref: Ref) -> None:
@@ -481,12 +481,12 @@ class Global:
                     self._remove_lock(resource, entry[0], holder, entry[1], down=True)
         name = self.ref_names.get(ref)
         if name is not None:
-            entry2 = self.names.get(name)
+            entry2 = self.name_table.get(name)
             if entry2 is not None and entry2[2] == ref:
                 self.delete_name(name)
 
     def names_list(self) -> list[Term]:
-        return [(name, pid, method) for name, (pid, method, _) in self.names.items()]
+        return [(name, pid, method) for name, (pid, method, _) in self.name_table.items()]
 
     def do_ops(self, ops: Term, conn_node: Term, extra: Term) -> None:
         if not isinstance(ops, list):
@@ -1031,7 +1031,7 @@ async def _exchange_names(g: Global, names: list[Term], node: Atom) -> tuple[lis
         if not (is_tuple(item, 3) and type(item[1]) is Pid):
             continue
         name, pid, method = item
-        mine = g.names.get(name)
+        mine = g.name_table.get(name)
         if mine is None:
             ops.append((Atom("insert"), (name, pid, method)))
             continue
