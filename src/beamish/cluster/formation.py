@@ -99,10 +99,10 @@ import random
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol
 
 from .. import application, dist
-from .._gen import ChildSpec, From
+from .._gen import ChildSpec, From, StartError
 from ..config import Config, ConfigError, Problem
 from ..dist import epmd
 from ..gen_server import GenServer, NoReply, Reply, Stop
@@ -118,6 +118,7 @@ log = logging.getLogger("beamish.cluster")
 DEFAULT_NAME = "beamish.cluster"
 """The name `Cluster.start_link` registers its supervisor under by default."""
 
+_NOT_ALIVE = ("not_alive", "cluster formation needs a distributed node: dist.start(...) first")
 _QUERY_TIMEOUT = 2.0  # one EPMD's answer; a host that does not answer is skipped
 
 
@@ -177,7 +178,16 @@ class Dns:
         return [f"{self.basename}@{address}" for address in addresses]
 
 
-Strategy: TypeAlias = Static | EpmdHosts | Dns
+class Strategy(Protocol):
+    """What a topology asks for its nodes: `Static`, `EpmdHosts`, `Dns`, or
+    an object of one's own with a `kind` (its name in logs and `status`)
+    and an `async def nodes()` returning node names (libcluster's custom
+    strategies). Raising `OSError` keeps the previous list."""
+
+    @property
+    def kind(self) -> str: ...
+
+    async def nodes(self) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +257,14 @@ def parse_topologies(
 
     def problem(keys: Sequence[str], message: str) -> None:
         full = (*path, *keys)
-        file, line = config.where(full) if config is not None else (None, None)
+        file, line = None, None
+        if config is not None:
+            # A key of an inline table, or one missing, has no line of its
+            # own: point at the closest enclosing key that has one.
+            for end in range(len(full), 0, -1):
+                file, line = config.where(full[:end])
+                if line is not None:
+                    break
         problems.append(Problem(file, line, ".".join(full), message))
 
     if not isinstance(section, Mapping):
@@ -301,8 +318,10 @@ class Cluster:
 
     @staticmethod
     async def start_link(topologies: Sequence[Topology], name: str | None = DEFAULT_NAME) -> Pid:
-        """Start the cluster's supervisor linked to the caller (the calling
-        node must be distributed)."""
+        """Start the cluster's supervisor linked to the caller. Raises
+        `StartError(("not_alive", ...))` on a node that is not distributed."""
+        if not dist.is_alive():
+            raise StartError(_NOT_ALIVE)
         children: list[Term] = [
             ChildSpec(id=t.name, start=(_TopologyServer.start_link, (t,)), modules=("Cluster",)) for t in _checked(topologies)
         ]
@@ -383,7 +402,7 @@ def _parse_one(name: str, table: Mapping[str, Term], problem: Callable[[tuple[st
         backoff = Backoff(**values)
     if not ok:
         return None
-    strategy: Strategy
+    strategy: Static | EpmdHosts | Dns
     if kind == "static":
         strategy = Static(tuple(table["hosts"]))
     elif kind == "epmd_hosts":
@@ -430,7 +449,7 @@ class _TopologyServer(GenServer):
 
     def init(self, topology: Topology) -> _State | Stop:
         if not dist.is_alive():
-            return Stop(("not_alive", "cluster formation needs a distributed node: dist.start(...) first"))
+            return Stop(_NOT_ALIVE)
         dist.monitor_nodes(True)
         state = _State(topology, current().pid)
         send(state.me, "$poll")  # the first poll right after the ack: init stays short
