@@ -54,6 +54,11 @@ PUBLIC: dict[str, list[str]] = {
         "ANY", "assert_receive", "eventually", "matches", "refute_receive", "start_supervised",
         "stop_supervised", "wait_for_exit",
     ],
+    "beamish.cluster": [
+        "Backoff", "Cluster", "Dns", "EpmdHosts", "Static", "Strategy", "Topology", "TopologyStatus",
+        "parse_topologies",
+    ],
+    "beamish.cluster.formation": [],
     "beamish.dist": [
         "LocalCluster", "TlsOptions", "connect", "disconnect", "get_cookie", "is_alive", "kernel",
         "monitor_node", "monitor_nodes", "node", "nodes", "ping", "run", "set_cookie", "spawn",

@@ -104,7 +104,8 @@ from typing import Literal, Protocol
 from .. import application, dist
 from .._gen import ChildSpec, From, StartError
 from ..config import Config, ConfigError, Problem
-from ..dist import epmd
+from ..dist.epmd import EpmdError
+from ..dist.epmd import names as epmd_names
 from ..gen_server import GenServer, NoReply, Reply, Stop
 from ..process import Timer, cancel_timer, current, send, send_after, spawn_link
 from ..supervisor import Supervisor
@@ -151,8 +152,8 @@ class EpmdHosts:
         found: list[str] = []
         for host in self.hosts:
             try:
-                names = await epmd.names(host, epmd_port=self.epmd_port, timeout=_QUERY_TIMEOUT)
-            except epmd.EpmdError as exc:
+                names = await epmd_names(host, epmd_port=self.epmd_port, timeout=_QUERY_TIMEOUT)
+            except EpmdError as exc:
                 log.debug("EPMD on %s did not list its nodes: %s", host, exc)
                 continue
             found.extend(f"{name}@{host}" for name in sorted(names) if name.startswith(self.prefix))
