@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODES   ?= 1
 
-.PHONY: demo test lint typecheck pytest bench erlang clean
+.PHONY: demo test lint typecheck pytest bench erlang netns clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,16 @@ erlang:
 	  else echo "apt-get not found: interop tests need erlang and elixir installed"; fi; \
 	fi
 
+# iproute2 (`ip`, `tc`) for the partition tests (tests/interop/netns.py), which
+# need root; in CI they fail, rather than skip, without it.
+netns:
+	@if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq iproute2 >/dev/null; \
+	  else echo "apt-get not found: partition tests need iproute2 (ip, tc)"; fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/python examples/showcase.py --nodes $(NODES)
 
@@ -36,7 +46,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) erlang
+pytest: $(STAMP) erlang netns
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

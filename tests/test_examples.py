@@ -30,6 +30,14 @@ EXPECTED: dict[str, list[str]] = {
         "@127.0.0.1: 4.0",
         "which says: hello from peer_",
     ],
+    "cluster_manager.py": [
+        "join: ok",
+        "joined the cluster",
+        "join nobody: ('error', 'failed to connect')",
+        "status: ['peer_",
+        "left the cluster",
+        "status after it left: []",
+    ],
     "event_logger.py": ["info: server started", "logs kept by eventlogger", "'warning': 1", "handlers: ['eventlogger', 'levelcounter']"],
 }
 

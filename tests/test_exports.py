@@ -35,7 +35,6 @@ PUBLIC: dict[str, list[str]] = {
         "reload_config", "start", "stop", "stop_all", "which_applications",
     ],
     "beamish.cli": ["SUBCOMMANDS", "Subcommand", "main"],
-    "beamish.cluster": ["global_"],
     "beamish.cluster.global_": [
         "del_lock", "re_register_name", "register_name", "registered_names", "send", "set_lock", "sync", "trans",
         "unregister_name", "whereis_name",
@@ -59,6 +58,11 @@ PUBLIC: dict[str, list[str]] = {
         "ANY", "assert_receive", "eventually", "matches", "refute_receive", "start_supervised",
         "stop_supervised", "wait_for_exit",
     ],
+    "beamish.cluster": [
+        "Backoff", "Cluster", "Dns", "EpmdHosts", "Static", "Strategy", "Topology", "TopologyStatus",
+        "global_", "parse_topologies",
+    ],
+    "beamish.cluster.formation": [],
     "beamish.dist": [
         "LocalCluster", "TlsOptions", "connect", "disconnect", "get_cookie", "is_alive", "kernel",
         "monitor_node", "monitor_nodes", "node", "nodes", "ping", "run", "set_cookie", "spawn",

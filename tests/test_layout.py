@@ -150,7 +150,7 @@ COVERED_BY = {
     "beamish.dist.flags": "test_handshake",
     "beamish.dist.cookie": "test_handshake",
     "beamish.dist.tls": "test_dist_tls",
-    "beamish.cluster": "test_global_erlang",
+    "beamish.cluster": "test_formation",
     "beamish.cluster.global_": "test_global_erlang",
 }
 

@@ -66,3 +66,51 @@ def two_nodes(
         return result
 
     return run_loop(both(), use_uvloop)
+
+
+def many_nodes(
+    names: list[str],
+    main: Callable[[list[Atom]], Awaitable[Term]],
+    *,
+    cookie: str,
+    timeout: float = 60.0,
+    **options: Any,
+) -> Term:
+    """Run nodes `names` (full names) in one loop, each distributed with
+    `cookie` and `options`; run `main(others)` on the first once every
+    other is up, and return its result. The others idle until it is done."""
+    ensure_epmd()
+    nodes = [Node(name) for name in names]
+    ready: list[asyncio.Event] = []
+    done: asyncio.Event
+
+    def idle(i: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            await dist.start(cookie=cookie, **options)
+            ready[i].set()
+            try:
+                await done.wait()
+            finally:
+                await dist.stop()
+
+        return run
+
+    async def first() -> Term:
+        await dist.start(cookie=cookie, **options)
+        try:
+            for event in ready:
+                await event.wait()
+            return await main([n.name for n in nodes[1:]])
+        finally:
+            done.set()
+            await dist.stop()
+
+    async def all_of_them() -> Term:
+        nonlocal done
+        done = asyncio.Event()
+        ready.extend(asyncio.Event() for _ in nodes[1:])
+        runs = [nodes[0].run(first), *(n.run(idle(i)) for i, n in enumerate(nodes[1:]))]
+        results = await asyncio.wait_for(asyncio.gather(*runs), timeout)
+        return results[0]
+
+    return asyncio.run(all_of_them())
