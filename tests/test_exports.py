@@ -73,7 +73,7 @@ PUBLIC: dict[str, list[str]] = {
     "beamish.dist.etf": [
         "ACCELERATED", "BitBinary", "DecodeError", "EncodeError", "ExportFun", "FrozenList",
         "FrozenMap", "Fun", "Limits", "PrefixDecoder", "StructRegistry", "decode",
-        "decode_prefix", "encode", "encode_into", "register_struct",
+        "decode_prefix", "encode", "encode_into", "freeze", "register_struct",
     ],
     "beamish.dist.framing": ["FrameError", "FrameStream", "FrameTooLarge", "MessageTooLarge", "TickTimeout"],
     "beamish.dist.handshake": ["HandshakeError", "HandshakeResult", "Unreachable", "accept", "handshake_out", "initiate"],

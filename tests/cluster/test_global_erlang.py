@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.interop.erlang import erl_node, new_cookie
 import beamish
 from beamish import Atom, GenServer, Reply, dist
 from beamish.cluster import global_
+from beamish.dist import rpc
 from beamish.terms import Pid
 
 pytestmark = pytest.mark.interop
@@ -321,5 +323,56 @@ def test_a_healed_partition_with_a_name_on_both_sides_runs_the_resolve_function(
                     _, pid1, pid2 = calls[0]
                     await until(lambda: settled(pid1), 10, "the name on the pid the function chose")
                     assert {pid1, pid2} == {p_pid, q_pid}
+
+        asyncio.run(main())
+
+
+def test_pids_sort_as_erlang_sorts_them() -> None:
+    """Both lockers of a connection compute one lock id from their two pids,
+    sorted: beamish must sort pids exactly as Erlang does."""
+    from beamish.dist._global import pid_order
+
+    cookie = new_cookie()
+    with erl_node("go", cookie=cookie) as a:
+
+        async def main() -> None:
+            async with cluster(1, cookie) as (p,):
+                theirs = await erl(p, a.name, "[spawn(fun() -> ok end) || _ <- lists:seq(1, 5)] ++ [self()].")
+                ours = await p.call(lambda: [beamish.spawn(forever) for _ in range(5)])
+                mixed = list(theirs) + ours
+                random.shuffle(mixed)
+                assert await p.do(lambda: rpc.call(a.name, "lists", "sort", [mixed])) == sorted(mixed, key=pid_order)
+
+        asyncio.run(main())
+
+
+def test_malformed_global_messages_never_take_the_server_down() -> None:
+    cookie = new_cookie()
+    with erl_node("gm", cookie=cookie) as a:
+
+        async def main() -> None:
+            async with cluster(1, cookie) as (p,):
+                await p.do(lambda: dist.ping(a.name))
+                await p.do(global_.sync, timeout=20)
+                server = await p.call(lambda: beamish.whereis("global_name_server"))
+                gns = f"{{global_name_server, '{p.name}'}}"
+                await erl(p, a.name, (
+                    f"{gns} ! garbage, {gns} ! {{init_connect, 1, 2, 3}}, "
+                    f"gen_server:cast({gns}, {{exchange, x, notalist, y, z}}), "
+                    f"gen_server:cast({gns}, {{new_nodes, x, [{{insert, bad}}], [], [not_a_node, {{1, 2}}], []}}), "
+                    f"gen_server:cast({gns}, {{resolved, 'n@h', [x], [y], unused, [], tag}}), "
+                    f"gen_server:cast({gns}, {{lock_set, self(), true, [], tag}}), "
+                    f"gen_server:cast({gns}, {{in_sync, 42, true}}), "
+                    f"{gns} ! {{lost_connection, 1, 2, 3, 4}}, ok."
+                ))
+                # An Erlang string (a list) as a name: registered, found and removed.
+                assert await erl(p, a.name, 'global:register_name("a string", spawn(fun() -> receive after infinity -> ok end end)).') == "yes"
+                assert await p.call(lambda: global_.whereis_name([ord(c) for c in "a string"])) is not None
+                await erl(p, a.name, 'global:unregister_name("a string").')
+                assert await p.call(lambda: global_.whereis_name([ord(c) for c in "a string"])) is None
+                assert await p.call(lambda: beamish.whereis("global_name_server")) == server
+                pid = await p.call(spawn_forever)
+                assert await p.do(lambda: global_.register_name(Atom("still_works"), pid))
+                assert await erl(p, a.name, "global:whereis_name(still_works).") == pid
 
         asyncio.run(main())

@@ -258,3 +258,65 @@ async def test_a_node_without_a_name_cannot_be_distributed() -> None:
     with pytest.raises(ValueError, match="needs a name"):
         await dist.start(cookie=new_cookie())
     assert not dist.is_alive()
+
+
+
+def test_a_node_back_under_the_same_name_replaces_its_stale_connection_in_order() -> None:
+    """A peer that restarted connects while our old connection to it looks
+    alive: we answer `alive`, it says `true`, and the old connection's
+    nodedown comes before the new nodeup (net_kernel's order; global relies
+    on it), with the old links broken by `noconnection`."""
+    from tests.cluster.pynodes import cluster, until
+
+    from beamish.dist import flags, handshake
+
+    async def main() -> None:
+        cookie = new_cookie()
+        async with cluster(2, cookie) as (p, q):
+            events: list[tuple[str, str]] = []
+            exits: list[Term] = []
+
+            async def watch() -> None:
+                async def body() -> None:
+                    dist.monitor_nodes(True)
+                    while True:
+                        kind, peer = await beamish.receive()
+                        events.append((str(kind), str(peer)))
+
+                beamish.spawn(body)
+
+            await p.do(watch)
+            assert await q.do(lambda: dist.ping(p.name)) == "pong"
+            remote = await q.call(lambda: beamish.spawn(lambda: beamish.receive()))
+
+            async def linked() -> None:
+                async def body() -> None:
+                    beamish.process_flag("trap_exit", True)
+                    beamish.link(remote)
+                    exits.append(await beamish.receive(lambda m: type(m) is tuple and m[0] == "EXIT"))
+
+                beamish.spawn(body)
+
+            await p.do(linked)
+            await until(lambda: asyncio.sleep(0, events == [("nodeup", q.name)]), 5, "nodeup")
+            # An attempt from a node that says it is connected already is given up ('alive', 'false').
+            with pytest.raises(handshake.HandshakeError):
+                await handshake.initiate(
+                    p.name, name=q.name, cookie=cookie, flags=flags.ADVERTISED, creation=q.node.creation,
+                    is_connected=lambda peer: True,
+                )
+            assert events == [("nodeup", q.name)]
+            # "q, restarted": a new creation under q's name, while p still holds the old connection.
+            result = await handshake.initiate(
+                p.name, name=q.name, cookie=cookie, flags=flags.ADVERTISED, creation=q.node.creation + 1,
+                is_connected=lambda peer: False,
+            )
+            try:
+                await until(lambda: asyncio.sleep(0, len(events) >= 3), 5, "the replacement")
+                assert events == [("nodeup", q.name), ("nodedown", q.name), ("nodeup", q.name)]
+                await until(lambda: asyncio.sleep(0, len(exits) == 1), 5, "the old link's EXIT")
+                assert exits[0][2] == "noconnection"
+            finally:
+                result.writer.close()
+
+    asyncio.run(main())

@@ -65,7 +65,7 @@ from ..process import (
 from ..terms import Atom, Pid, Ref, Term
 from . import flags as F
 from . import rpc
-from .etf import ExportFun, Fun
+from .etf import ExportFun, Fun, freeze
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -212,7 +212,7 @@ class Global:
 
     def whereis_name(self, name: Term) -> Pid | None:
         """`where/1`: a local pid that has died is already gone."""
-        entry = self.name_table.get(name)
+        entry = self.name_table.get(freeze(name))
         if entry is None:
             return None
         pid = entry[0]
@@ -235,6 +235,7 @@ class Global:
         if type(pid) is not Pid:
             raise BadArg(f"global names register a pid, not {pid!r}")
         method = self._wire_method(name, resolve)
+        name = freeze(name)
 
         async def fn(nodes: list[Atom]) -> Term:
             if self.whereis_name(name) is None and self._check_dupname(name, pid):
@@ -250,6 +251,7 @@ class Global:
         if type(pid) is not Pid:
             raise BadArg(f"global names register a pid, not {pid!r}")
         method = self._wire_method(name, resolve)
+        name = freeze(name)
 
         async def fn(nodes: list[Atom]) -> Term:
             await multi_call(nodes, GNS, (Atom("register"), name, pid, method))
@@ -260,6 +262,7 @@ class Global:
         await self._registrar(fn)
 
     async def unregister_name(self, name: Term) -> None:
+        name = freeze(name)
         if name not in self.name_table:
             return
 
@@ -353,7 +356,7 @@ class Global:
         peer (`rpc:call(Node, global, resolve_it, ...)`) when `pid2` is ours."""
         if type(pid1) is not Pid or type(pid2) is not Pid:
             return (EXIT, Atom("badarg"))
-        mine = self.resolvers_py.get(name) if pid2.node == self.me else None
+        mine = self.resolvers_py.get(freeze(name)) if pid2.node == self.me else None
         try:
             if mine is not None:
                 result = mine(name, pid1, pid2)
@@ -375,6 +378,7 @@ class Global:
     # --- table updates (run by the server) ------------------------------------
 
     def ins_name(self, name: Term, pid: Pid, method: Term, from_: Term, extra: Term) -> None:
+        name = freeze(name)
         self._delete_name_keep_pid(name)
         ref = monitor(pid)
         self.node_resources.setdefault(pid.node, set()).add(ref)
@@ -401,6 +405,7 @@ class Global:
             self._forget_name(name, *entry)
 
     def delete_name(self, name: Term) -> None:
+        name = freeze(name)
         entry = self.name_table.pop(name, None)
         if entry is not None:
             self._forget_name(name, *entry)
@@ -1031,7 +1036,7 @@ async def _exchange_names(g: Global, names: list[Term], node: Atom) -> tuple[lis
         if not (is_tuple(item, 3) and type(item[1]) is Pid):
             continue
         name, pid, method = item
-        mine = g.name_table.get(name)
+        mine = g.name_table.get(freeze(name))
         if mine is None:
             ops.append((Atom("insert"), (name, pid, method)))
             continue

@@ -174,6 +174,7 @@ __all__ = [
     "decode_prefix",
     "encode",
     "encode_into",
+    "freeze",
     "register_struct",
 ]
 
@@ -1500,7 +1501,7 @@ def _check_hashes(keys: list[Term], start: int) -> None:
 
 def _hashable(key: Term, start: int) -> Term:
     """`key` frozen (see FrozenList), or DecodeError if even that cannot be hashed."""
-    key = _freeze(key)
+    key = freeze(key)
     try:
         hash(key)
     except TypeError:
@@ -1512,17 +1513,24 @@ def _repeated(key: Term, start: int) -> DecodeError:
     return DecodeError(f"map key {repr(key)[:80]} repeats or equals another key in Python", start)
 
 
-def _freeze(term: Term) -> Term:
-    """A hashable equivalent of a decoded map key (see FrozenList, FrozenMap)."""
+def freeze(term: Term) -> Term:
+    """A hashable equivalent of a decoded term, for a dict key: lists become
+    `FrozenList`s and maps `FrozenMap`s, which encode as they were. Decoded
+    map keys are frozen already; other terms used as keys (a global name
+    that is an Erlang string, say) go through this.
+
+    >>> freeze(([1, 2], {"a": [3]})) == (FrozenList([1, 2]), FrozenMap({"a": FrozenList([3])}))
+    True
+    """
     kind = type(term)
     if kind is list:
-        return FrozenList(_freeze(x) for x in term)
+        return FrozenList(freeze(x) for x in term)
     if kind is dict:
-        return FrozenMap({_freeze(k): _freeze(v) for k, v in term.items()})
+        return FrozenMap({freeze(k): freeze(v) for k, v in term.items()})
     if kind is tuple:
-        return tuple(_freeze(x) for x in term)
+        return tuple(freeze(x) for x in term)
     if kind is ImproperList:
-        return ImproperList([_freeze(x) for x in term.items], _freeze(term.tail))
+        return ImproperList([freeze(x) for x in term.items], freeze(term.tail))
     return term
 
 
