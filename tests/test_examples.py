@@ -30,6 +30,13 @@ EXPECTED: dict[str, list[str]] = {
         "@127.0.0.1: 4.0",
         "which says: hello from peer_",
     ],
+    "distributed_registry.py": [
+        "register: ok",
+        "connected: true",
+        "the registry runs on registry_",
+        "lookup worker from another node: #pid<",
+        "lookup nobody: none",
+    ],
     "cluster_manager.py": [
         "join: ok",
         "joined the cluster",
