@@ -167,7 +167,6 @@ class Global:
         # global_locks: resource -> (requester id, [(pid, monitor ref)])
         self.locks: dict[Term, tuple[Term, list[tuple[Pid, Ref]]]] = {}
         self.ref_locks: dict[Ref, set[Term]] = {}
-        self.node_resources: dict[Atom, set[Ref]] = {}
         self.global_lock_down = False
         # #state.known: known node -> its protocol version; pending connects; removals
         self.known: dict[Atom, int] = {}
@@ -381,7 +380,6 @@ class Global:
         name = freeze(name)
         self._delete_name_keep_pid(name)
         ref = monitor(pid)
-        self.node_resources.setdefault(pid.node, set()).add(ref)
         self.name_table[name] = (pid, method, ref)
         self.pid_names.setdefault(pid, set()).add(name)
         self.ref_names[ref] = name
@@ -404,15 +402,18 @@ class Global:
         if entry is not None:
             self._forget_name(name, *entry)
 
-    def delete_name(self, name: Term) -> None:
+    def delete_name(self, name: Term, *, gone: bool = False) -> None:
         name = freeze(name)
         entry = self.name_table.pop(name, None)
         if entry is not None:
-            self._forget_name(name, *entry)
+            self._forget_name(name, *entry, gone=gone)
 
-    def _forget_name(self, name: Term, pid: Pid, method: Term, ref: Ref) -> None:
-        self._forget_resource(ref)
-        demonitor(ref, flush=True)
+    def _forget_name(self, name: Term, pid: Pid, method: Term, ref: Ref, *, gone: bool = False) -> None:
+        """`gone`: the monitor has fired already (its DOWN is being handled):
+        nothing to take back, and no mailbox to scan (a storm of DOWNs made
+        each scan O(queue), the whole storm quadratic)."""
+        if not gone:
+            demonitor(ref, flush=True)
         names = self.pid_names.get(pid)
         if names is not None:
             names.discard(name)
@@ -421,14 +422,6 @@ class Global:
         self.ref_names.pop(ref, None)
         if pid.node == self.me and name not in self.name_table:
             self.resolvers_py.pop(name, None)
-
-    def _forget_resource(self, ref: Ref) -> None:
-        for node, refs in list(self.node_resources.items()):
-            if ref in refs:
-                refs.discard(ref)
-                if not refs:
-                    del self.node_resources[node]
-                return
 
     def can_set_lock(self, id_: Term) -> list[tuple[Pid, Ref]] | None:
         """`can_set_lock/1`: the lock's holders if `id_` may take it, else None."""
@@ -448,7 +441,6 @@ class Global:
             return True
         resource, requester = id_
         ref = monitor(pid)
-        self.node_resources.setdefault(pid.node, set()).add(ref)
         self.ref_locks.setdefault(ref, set()).add(resource)
         self.locks[resource] = (requester, [(pid, ref), *holders])
         return True
@@ -463,8 +455,8 @@ class Global:
         keep = []
         for p, ref in holders:
             if p == pid:
-                self._forget_resource(ref)
-                demonitor(ref, flush=True)
+                if not down:
+                    demonitor(ref, flush=True)
                 self.ref_locks.pop(ref, None)
             else:
                 keep.append((p, ref))
@@ -477,7 +469,6 @@ class Global:
 
     def down(self, ref: Ref) -> None:
         """A monitored lock holder or name owner is gone (`'DOWN'`)."""
-        self._forget_resource(ref)
         for resource in self.ref_locks.pop(ref, ()):
             entry = self.locks.get(resource)
             if entry is not None:
@@ -488,7 +479,7 @@ class Global:
         if name is not None:
             entry2 = self.name_table.get(name)
             if entry2 is not None and entry2[2] == ref:
-                self.delete_name(name)
+                self.delete_name(name, gone=True)
 
     def names_list(self) -> list[Term]:
         return [(name, pid, method) for name, (pid, method, _) in self.name_table.items()]
