@@ -114,9 +114,7 @@ def two_sides() -> Iterator[TwoSides]:
             sides.append([net.beamish(f"b{i}", ns), net.erl(f"e{i}", ns)])
         cluster = TwoSides(net, sides)
         names = [n.name for n in cluster.nodes]
-        # One formation after the other: two beamish nodes dialling each other
-        # at once may both succeed, and the replaced connection reports a
-        # nodedown while the new one is up (a known quirk of dist._kernel).
+        # One formation after the other, so each waits for its own nodeups.
         for node in cluster.nodes:
             if isinstance(node, BeamishNode):
                 others = [m for m in names if m != node.name]
@@ -161,3 +159,67 @@ def test_a_two_by_two_cluster_splits_along_the_cut_and_joins_again(two_sides: Tw
     for b, e in ((left[0], right[1]), (right[0], left[1])):
         assert isinstance(b, BeamishNode) and isinstance(e, ErlNode)
         message_flows(b, e, "across")
+
+
+def erl_owner(e: ErlNode, name: str) -> str:
+    return e.eval(f"case global:whereis_name({name}) of undefined -> undefined; P -> {{node(P), is_pid(P)}} end.")
+
+
+def test_global_names_through_a_real_partition_and_its_heal(two_sides: TwoSides) -> None:
+    """A name taken on both sides during the partition is resolved once on
+    the heal, a name whose process died during it is gone everywhere, and
+    Erlang's global:sync() returns on both sides."""
+    net, (left, right) = two_sides.net, two_sides.sides
+    b0, e0 = left
+    b1, e1 = right
+    assert isinstance(b0, BeamishNode) and isinstance(b1, BeamishNode)
+    assert isinstance(e0, ErlNode) and isinstance(e1, ErlNode)
+    for e in (e0, e1):
+        assert e.eval("global:sync().") == "ok"
+    spawn = "beamish.spawn(lambda: beamish.receive(lambda m: False))"
+    assert b0.eval(f"await cluster.global_.register_name(Atom('before'), {spawn})") == "True"
+    assert e1.eval("global:whereis_name(before) =/= undefined.") == "true"
+    assert e1.eval("V = spawn(fun() -> receive stop -> ok end end), yes = global:register_name(victim, V), ok.") == "ok"
+    assert b0.eval("cluster.global_.whereis_name(Atom('victim')) is not None") == "True"
+
+    two_sides.mark()
+    net.cut(net.ns[1])
+    for node in left:
+        for other in right:
+            assert node.wait_event("nodedown", other.name, timeout=DETECTED_WITHIN).reason == "net_tick_timeout"
+    # During the partition: one name taken on each side, and the victim dies.
+    assert b0.eval(f"await cluster.global_.register_name(Atom('both'), {spawn})") == "True"
+    assert e1.eval("yes = global:register_name(both, spawn(fun() -> receive after infinity -> ok end end)), ok.") == "ok"
+    assert e1.eval("global:send(victim, stop), ok.") == "ok"
+    assert b1.eval("cluster.global_.whereis_name(Atom('victim'))") == "None"
+    # Each side forgot the other's names at the nodedown (their monitors fired).
+    assert b0.eval("cluster.global_.whereis_name(Atom('victim'))") == "None"
+
+    two_sides.mark()
+    net.heal(net.ns[1])
+    for b in (b0, b1):
+        for other in two_sides.nodes:
+            if other is not b and other.ns is not b.ns:
+                b.wait_event("nodeup", other.name, timeout=20)
+    assert e0.eval(f"net_adm:ping('{e1.name}').") == "pong"
+    for e in (e0, e1):
+        assert e.eval("global:sync().") == "ok"
+    for b in (b0, b1):
+        assert b.eval("await cluster.global_.sync()") == "None"
+    # One owner of `both` everywhere, alive; `victim` gone everywhere; `before` kept.
+    owners = {e.eval("global:whereis_name(both).") for e in (e0, e1)}
+    owners |= {b.eval("str(cluster.global_.whereis_name(Atom('both')))") for b in (b0, b1)}
+    assert len({o for o in owners if o not in ("undefined", "None")}) >= 1
+    erl_view = {erl_owner(e, "both") for e in (e0, e1)}
+    assert len(erl_view) == 1 and "undefined" not in erl_view, erl_view
+    py_view = {b.eval("(lambda p: (str(p.node), beamish.is_alive(p) if p.node == dist.node() else True))(cluster.global_.whereis_name(Atom('both')))") for b in (b0, b1)}
+    assert len(py_view) == 1, py_view
+    assert next(iter(erl_view)).split(",")[0].strip("{'") == next(iter(py_view)).split(",")[0].strip("('"), (erl_view, py_view)
+    for e in (e0, e1):
+        assert e.eval("global:whereis_name(victim).") == "undefined"
+        assert e.eval("global:whereis_name(before) =/= undefined.") == "true"
+    for b in (b0, b1):
+        assert b.eval("cluster.global_.whereis_name(Atom('victim'))") == "None"
+    # No Erlang process crashed (a tick timeout's "not responding" report is not a crash).
+    for e in (e0, e1):
+        assert not [line for line in e.output if "CRASH REPORT" in line or "crasher" in line or "terminating" in line], e.output
