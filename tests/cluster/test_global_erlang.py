@@ -376,3 +376,32 @@ def test_malformed_global_messages_never_take_the_server_down() -> None:
                 assert await erl(p, a.name, "global:whereis_name(still_works).") == pid
 
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("pop", [True, False])
+def test_prevent_overlapping_partitions_drops_the_lost_node_unless_turned_off(pop: bool) -> None:
+    """A loses B: with OTP 25's default, C (connected to both) drops B too;
+    turned off, C keeps both (an overlapping partition)."""
+
+    async def main() -> None:
+        async with cluster(3, new_cookie(), prevent_overlapping_partitions=pop) as (a, b, c):
+            for py in (b, c):
+                await py.do(lambda: dist.ping(a.name))
+
+            async def meshed() -> bool:
+                return [len(await nodes_of(py)) for py in (a, b, c)] == [2, 2, 2]
+
+            await until(meshed, 10, "the mesh")
+            for py in (a, b, c):
+                await py.do(global_.sync, timeout=20)
+            await a.call(lambda: dist.disconnect(b.name))
+            if pop:
+                async def dropped() -> bool:
+                    return b.name not in await nodes_of(c)
+
+                await until(dropped, 10, "c dropping b")
+            else:
+                assert await c.do(lambda: dist.ping(b.name)) == "pong"
+                assert await nodes_of(c) == {a.name, b.name}
+
+    asyncio.run(main())

@@ -49,6 +49,7 @@ async def start(
     epmd_port: int | None = None,
     tls: TlsOptions | None = None,
     max_message: int = MAX_MESSAGE,
+    prevent_overlapping_partitions: bool = True,
 ) -> Kernel:
     """Make the calling process's node distributed (`net_kernel:start/2`):
     listen on `listen:port` (loopback and a free port by default), register
@@ -74,6 +75,11 @@ async def start(
     `noconnection`, rather than the message vanishing while later ones
     arrive. Erlang has no such limit; this one bounds the memory a peer can
     make this node hold.
+
+    Every distributed node runs `global` (`beamish.cluster.global_`), as
+    every Erlang node does; `prevent_overlapping_partitions` is its OTP 25
+    setting of that name (on by default): when a node reports that it lost
+    its connection to another, the nodes still connected to both drop one.
 
     With `name`, the node takes that name first, as `net_kernel:start/1`
     (Elixir's `Node.start/1`) names a running node: its live processes'
@@ -106,6 +112,7 @@ async def start(
         epmd_port=epmd_port,
         tls=tls,
         max_message=max_message,
+        prevent_overlapping_partitions=prevent_overlapping_partitions,
     )
     k = Kernel(node, options)
     await k.start()
