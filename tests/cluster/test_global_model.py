@@ -5,6 +5,7 @@ nodes agree with a dict of name -> owner (hypothesis)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -48,21 +49,21 @@ def test_global_agrees_with_a_model(steps: list[tuple[str, int, Atom]]) -> None:
                 if op in ("register", "re_register"):
                     pid: Pid = await py.call(lambda: beamish.spawn(forever))
                     if op == "register":
-                        ok = await py.do(lambda: global_.register_name(name, pid))
+                        ok = await py.do(functools.partial(global_.register_name, name, pid))
                         # A pid already registered under another name is refused too.
                         assert ok == (name not in model and pid not in model.values())
                         if ok:
                             model[name] = pid
                     else:
-                        await py.do(lambda: global_.re_register_name(name, pid))
+                        await py.do(functools.partial(global_.re_register_name, name, pid))
                         model[name] = pid
                 elif op == "unregister":
-                    await py.do(lambda: global_.unregister_name(name))
+                    await py.do(functools.partial(global_.unregister_name, name))
                     model.pop(name, None)
                 elif name in model:
                     owner = model.pop(name)
                     holder = nodes[0] if owner.node == nodes[0].name else nodes[1]
-                    await holder.call(lambda: beamish.exit(owner, "kill"))
+                    await holder.call(functools.partial(beamish.exit, owner, "kill"))
 
                 async def agreed() -> bool:
                     views: list[Any] = [await n.call(lambda: {k: global_.whereis_name(k) for k in NAMES}) for n in nodes]
