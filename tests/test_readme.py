@@ -30,6 +30,7 @@ APPLICATION = "class MyApp(Application):"
 TESTING = "async def test_the_server_says_it_started"
 CLUSTER = 'beamish.run(main, name="py@127.0.0.1")'
 TLS = "tls=dist.TlsOptions("
+GLOBAL = "await global_.register_name(Atom(\"leader\")"
 
 
 def blocks(lang: str) -> list[str]:
@@ -42,7 +43,7 @@ def block(marker: str, lang: str = "python") -> str:
 
 
 def test_every_python_block_has_its_test_here() -> None:
-    markers = [TASTE, APPLICATION, TESTING, CLUSTER, TLS]
+    markers = [TASTE, APPLICATION, TESTING, CLUSTER, TLS, GLOBAL]
     for b in blocks("python"):
         assert sum(m in b for m in markers) == 1, f"a README block no test here runs:\n{b}"
     assert len(blocks("python")) == len(markers)
@@ -151,3 +152,38 @@ def test_the_tls_block_starts_a_node_over_tls(tmp_path: Path, monkeypatch: pytes
             await dist.stop()
 
     assert beamish.run(main, name=f"{unique_name('readme_tls')}@{HOST}")
+
+
+@pytest.mark.interop
+def test_the_global_blocks_share_names_with_an_erlang_node() -> None:
+    """The Python block runs on a beamish node (its last value is the
+    trans's), then the Erlang block's lines on a real Erlang node."""
+    from tests.cluster.pynodes import erl_eval
+    from tests.interop.erlang import erl_node, new_cookie
+
+    from beamish.cluster.global_ import sync as global_sync
+
+    code = compile(block(GLOBAL), "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    last = ast.parse(block(GLOBAL)).body[-1]
+    assert isinstance(last, ast.Expr)
+    erlang = [line.split("%")[0].strip() for line in block("gen_server:call({global, counter}", "erlang").splitlines()]
+    cookie = new_cookie()
+    with erl_node("readme_gl", cookie=cookie) as e:
+
+        async def main() -> tuple[object, ...]:
+            await dist.start(cookie=cookie)
+            try:
+                assert await dist.ping(e.name) == "pong"
+                await global_sync()  # the two nodes have exchanged their names
+                scope: dict[str, object] = {"dist": dist}
+                result = eval(code, scope)  # the README's own code
+                if inspect.iscoroutine(result):
+                    await result
+                trans = await eval(compile(ast.Expression(last.value), "README.md", "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT), scope)
+                from_erlang = [await erl_eval(e.name, line) for line in erlang if line]
+                return trans, *from_erlang
+            finally:
+                await dist.stop()
+
+        trans, count, leader = beamish.run(main, name=f"{unique_name('readme_gl_py')}@{HOST}")
+        assert trans == "updated" and count == 0 and isinstance(leader, beamish.Pid)
