@@ -24,8 +24,8 @@ from beamish.terms import Term
 
 
 class PyNode:
-    def __init__(self, cookie: str, prefix: str = "py", **options: Any) -> None:
-        self.node = Node(f"{unique_name(prefix)}@{HOST}")
+    def __init__(self, cookie: str, prefix: str = "py", name: str | None = None, **options: Any) -> None:
+        self.node = Node(name or f"{unique_name(prefix)}@{HOST}")
         self.name = str(self.node.name)
         self.cookie = cookie
         self.options = options

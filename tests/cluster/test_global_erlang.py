@@ -405,3 +405,33 @@ def test_prevent_overlapping_partitions_drops_the_lost_node_unless_turned_off(po
                 assert await nodes_of(c) == {a.name, b.name}
 
     asyncio.run(main())
+
+
+def test_a_node_restarted_under_its_name_rejoins_global_without_its_old_names() -> None:
+    cookie = new_cookie()
+    with erl_node("gz", cookie=cookie) as a:
+
+        async def main() -> None:
+            async with cluster(1, cookie) as (p,):
+                await p.do(lambda: dist.ping(a.name))
+                await p.do(global_.sync, timeout=20)
+                pid = await p.call(spawn_forever)
+                assert await p.do(lambda: global_.register_name(Atom("old"), pid))
+                assert await erl(p, a.name, "global:whereis_name(old).") == pid
+                name = p.name
+                await p.stop()
+                again = PyNode(cookie, name=name)
+                await again.start()
+                try:
+                    await again.do(lambda: dist.ping(a.name))
+                    await again.do(global_.sync, timeout=20)
+                    assert await erl(again, a.name, "global:sync().") == "ok"
+                    assert await erl(again, a.name, "global:whereis_name(old).") == "undefined"
+                    assert await again.call(lambda: global_.whereis_name(Atom("old"))) is None
+                    fresh = await again.call(spawn_forever)
+                    assert await again.do(lambda: global_.register_name(Atom("old"), fresh))
+                    assert await erl(again, a.name, "global:whereis_name(old).") == fresh
+                finally:
+                    await again.stop()
+
+        asyncio.run(main())
