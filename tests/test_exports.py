@@ -26,7 +26,7 @@ PUBLIC: dict[str, list[str]] = {
         "TaskSupervisor", "Term", "Timer", "application", "cancel_timer", "config", "demonitor",
         "exit", "is_alive", "link", "make_ref", "monitor", "process_flag", "process_info",
         "receive", "register", "registered", "run", "self", "send", "send_after", "spawn",
-        "spawn_link", "spawn_monitor", "to_thread", "unlink", "unregister", "whereis",
+        "spawn_link", "spawn_monitor", "sys", "to_thread", "unlink", "unregister", "whereis",
     ],
     "beamish.agent": [],
     "beamish.application": [
@@ -52,6 +52,10 @@ PUBLIC: dict[str, list[str]] = {
     "beamish.process": ["Dest", "Process", "current"],
     "beamish.registry": [],
     "beamish.supervisor": ["SupFlags"],
+    "beamish.sys": [
+        "Status", "get_state", "get_status", "replace_state", "resume", "statistics", "suspend", "terminate",
+        "trace",
+    ],
     "beamish.task": [],
     "beamish.terms": ["ImproperList"],
     "beamish.testing": [

@@ -13,7 +13,7 @@ DynamicSupervisor, Task, Agent and Registry with OTP's semantics; and (in
 Atom('normal')
 """
 
-from . import application, config
+from . import application, config, sys
 from ._gen import ChildSpec, From, StartError
 from .agent import Agent
 from .application import Application, ApplicationError
@@ -109,6 +109,7 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "sys",
     "to_thread",
     "unlink",
     "unregister",

@@ -422,6 +422,8 @@ async def stop(dest: Dest, reason: Term = NORMAL, timeout: float | None = None) 
         if type(target) is Pid:
             node.signal_exit(proc.pid, target, KILL, False)
         raise Exit(TIMEOUT, (PROC_LIB, STOP, [dest, reason, timeout])) from None
+    # The server answered `ok` before it terminated (sys:handle_system_msg).
+    proc.take(lambda m: type(m) is tuple and len(m) == 2 and (m[0] is ref or m[0] == ref))
     got = msg[4]
     if got == reason or (got == KILLED and reason == KILL):
         return

@@ -66,7 +66,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from . import _gen
+from . import _gen, _sys
 from ._atoms import BAD_CALL, BAD_CAST, EXIT, GEN_CALL, GEN_CAST, SYSTEM, TIMEOUT
 from ._gen import From
 from .process import Dest, Exit, Handler, Process
@@ -217,7 +217,9 @@ class GenServer(_gen.Behaviour):
 class _Loop:
     """One server's loop state (OTP keeps it in gen_server's loop arguments)."""
 
-    __slots__ = ("idle", "last", "mod", "name", "node", "parent", "proc", "state")
+    __slots__ = ("idle", "last", "mod", "name", "node", "parent", "proc", "state", "sys")
+
+    otp_module = "gen_server"
 
     def __init__(self, proc: Process, mod: GenServer, name: Dest | None) -> None:
         self.proc = proc
@@ -228,6 +230,7 @@ class _Loop:
         self.state: Term = None
         self.idle: object = None  # the pending idle-timeout token
         self.last: Term = None
+        self.sys: _sys.SysState | None = None  # suspended, traced, counted (`beamish.sys`)
 
     async def init(self, arg: Term) -> Handler | None:
         result: Term = self.mod.init(arg)
@@ -363,17 +366,26 @@ class _Loop:
         return self._action(action)
 
     def system(self, from_: Term, request: Term) -> Awaitable[None] | None:
-        match request:
-            case ("terminate", reason):
-                return self.terminate(reason)
-            case "get_state":
-                self.node.reply(from_, self.state)
-            case ("replace_state", fn):
-                self.state = fn(self.state)
-                self.node.reply(from_, self.state)
-            case _:
-                log.warning("%r: unknown system message %r", self.proc.pid, request)
-        return None
+        return _sys.handle(self, from_, request)
+
+    # What `beamish._sys` asks of a gen_server (its system_* callbacks).
+
+    def sys_get_state(self) -> Term:
+        return self.state
+
+    def sys_replace_state(self, fn: Callable[[Term], Term]) -> Term:
+        self.state = fn(self.state)
+        return self.state
+
+    def sys_status(self) -> Term:
+        name = self.proc.name or repr(self.proc.pid)
+        return [
+            (Atom("header"), f"Status for generic server {name}"),
+            (Atom("data"), [("State", self.state)]),
+        ]
+
+    def sys_terminate(self, reason: Term) -> Awaitable[None] | None:
+        return self.terminate(reason)
 
     def crashed(self, exc: BaseException) -> Awaitable[None] | None:
         if isinstance(exc, Exit):

@@ -122,7 +122,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
 
-from . import _gen
+from . import _gen, _sys
 from ._atoms import BAD_CALL, BAD_CAST, CALL, EXIT, GEN_CALL, GEN_CAST, NORMAL, SYSTEM, TIMEOUT
 from ._gen import From
 from .gen_server import KEEP, Hibernate, Ignore
@@ -513,9 +513,12 @@ class _Machine:
         "queue",
         "state",
         "state_fns",
+        "sys",
         "t0q",
         "timers",
     )
+
+    otp_module = "gen_statem"
 
     def __init__(self, proc: Process, mod: GenStateMachine) -> None:
         self.proc = proc
@@ -528,6 +531,7 @@ class _Machine:
         self.data: Term = None
         self.init_actions: Actions = ()
         self.last: Term = None
+        self.sys: _sys.SysState | None = None  # suspended, traced, counted (`beamish.sys`)
         self.queue: deque[tuple[Term, Term]] = deque()  # inserted and retried events
         self.postponed: list[tuple[Term, Term]] = []
         self.timers: dict[Term, _Timer] = {}
@@ -585,17 +589,30 @@ class _Machine:
         return self._drive(self._run((INFO, msg)))
 
     def system(self, from_: Term, request: Term) -> Awaitable[None] | None:
-        match request:
-            case ("terminate", reason):
-                return self._drive(self._terminate(reason))
-            case "get_state":
-                _gen.reply(from_, (self.state, self.data))
-            case ("replace_state", fn):
-                self.state, self.data = fn((self.state, self.data))
-                _gen.reply(from_, (self.state, self.data))
-            case _:
-                log.warning("%r: unknown system message %r", self.proc.pid, request)
-        return None
+        return _sys.handle(self, from_, request)
+
+    # What `beamish._sys` asks of a gen_statem (its system_* callbacks): the
+    # state is `(state, data)`, as OTP's `{State, Data}`.
+
+    def sys_get_state(self) -> Term:
+        return (self.state, self.data)
+
+    def sys_replace_state(self, fn: Callable[[Term], Term]) -> Term:
+        new = fn((self.state, self.data))
+        if type(new) is not tuple or len(new) != 2:
+            raise TypeError(f"a gen_statem's replace_state function returns (state, data), not {new!r}")
+        self.state, self.data = new
+        return new
+
+    def sys_status(self) -> Term:
+        name = self.proc.name or repr(self.proc.pid)
+        return [
+            (Atom("header"), f"Status for state machine {name}"),
+            (Atom("data"), [("State", (self.state, self.data))]),
+        ]
+
+    def sys_terminate(self, reason: Term) -> Awaitable[None] | None:
+        return self._drive(self._terminate(reason))
 
     # Callbacks may be sync or async: the event loop below is a generator that
     # yields only an awaitable a callback returned, so a machine whose

@@ -481,6 +481,24 @@ class Process:
             self._scheduled = True
             self.node.loop.call_soon(self._drain)
 
+    def set_handler(self, handler: Handler) -> None:
+        """Drive this behaviour process with `handler` from its next message
+        on (`beamish._sys` swaps in a suspended or tracing one)."""
+        self._handler = handler
+
+    def requeue_front(self, msgs: deque[Term]) -> None:
+        """Put `msgs` back at the head of the mailbox, in order (what waited
+        while the process was suspended), and drain them."""
+        if not msgs or not self.alive:
+            return
+        mb = self.mailbox
+        if mb is None:
+            mb = self.mailbox = deque()
+        mb.extendleft(reversed(msgs))
+        if self._handler is not None and not self._busy and not self._scheduled:
+            self._scheduled = True
+            self.node.loop.call_soon(self._drain)
+
     # --- task processes -----------------------------------------------------
 
     async def run_task(self, fn: Callable[..., Term], args: tuple[Term, ...]) -> Term:
