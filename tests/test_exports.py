@@ -52,6 +52,7 @@ PUBLIC: dict[str, list[str]] = {
     "beamish.process": ["Dest", "Process", "current"],
     "beamish.registry": [],
     "beamish.supervisor": ["SupFlags"],
+    "beamish.recon": ["proc_count", "proc_window"],
     "beamish.sys": [
         "Status", "get_state", "get_status", "replace_state", "resume", "statistics", "suspend", "terminate",
         "trace",

@@ -57,12 +57,13 @@ import heapq
 import inspect
 import itertools
 import logging
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, TypeVar
 
 from ._atoms import DOWN, KILLED, NORMAL
 from .terms import Pid, Ref, Term
@@ -164,6 +165,12 @@ class ProcessInfo:
     behaviour: str | None
     messages_handled: int
     trap_exit: bool
+    memory: int = 0
+    """Bytes the runtime holds for it: its record, mailbox and queued
+    messages (shallow sizes: what a message refers to is not counted)."""
+    current_function: str | None = None
+    """Where it runs or waits (`module.function:line`), for a task process or
+    a behaviour inside an async callback; None for an idle behaviour."""
 
 
 def _close_unstarted(coro: Coroutine[object, object, object], _: object) -> None:
@@ -651,7 +658,32 @@ class Process:
             behaviour=self.behaviour,
             messages_handled=self.handled,
             trap_exit=self.trap_exit,
+            memory=self.memory(),
+            current_function=_where(self._task),
         )
+
+    def memory(self) -> int:
+        """Shallow bytes of the record, its mailbox and queued messages."""
+        size = sys.getsizeof(self)
+        mb = self.mailbox
+        if mb:
+            size += sys.getsizeof(mb) + sum(map(sys.getsizeof, mb))
+        return size
+
+
+def _where(task: asyncio.Task[Term] | None) -> str | None:
+    """The innermost frame of a task's coroutine chain, `module.function:line`."""
+    if task is None or task.done():
+        return None
+    coro: Any = task.get_coro()
+    where = None
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        where = f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_name}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return where
 
 
 def _current_task() -> asyncio.Task[object] | None:
