@@ -229,6 +229,29 @@ async def bench_cast(count: int) -> float:
     return count / elapsed
 
 
+async def bench_telemetry(calls: int, casts: int) -> tuple[float, float, float, float]:
+    """Call (µs) and cast (msgs/s) with telemetry off and with a handler on
+    the call's stop event (what a metrics exporter attaches: the duration),
+    in alternating rounds (best of three each): what switching telemetry on
+    costs, and that off costs nothing."""
+    from beamish import telemetry
+
+    def noop(*_: object) -> None:
+        pass
+
+    off_call, on_call, off_cast, on_cast = [], [], [], []
+    for _ in range(3):
+        off_call.append(await bench_call(calls))
+        off_cast.append(await bench_cast(casts))
+        telemetry.attach("bench", telemetry.CALL_STOP, noop)
+        try:
+            on_call.append(await bench_call(calls))
+            on_cast.append(await bench_cast(casts))
+        finally:
+            telemetry.detach("bench")
+    return min(off_call), min(on_call), max(off_cast), max(on_cast)
+
+
 async def bench_ring(size: int, rounds: int) -> float:
     me = beamish.self()
 
@@ -329,6 +352,11 @@ async def main() -> None:
     result("genserver_idle_memory", await bench_idle_genservers(n(100_000, 2_000)), "bytes")
     result("call", await bench_call(n(100_000, 5_000)), "us", ping_floor)
     result("cast", await bench_cast(n(1_000_000, 50_000)), "msgs/s", deque_floor)
+    off_call, on_call, off_cast, on_cast = await bench_telemetry(n(50_000, 2_000), n(300_000, 20_000))
+    result("call_telemetry_off", off_call, "us")
+    result("call_telemetry_on", on_call, "us", off_call)  # target: ratio <= 1.10
+    result("cast_telemetry_off", off_cast, "msgs/s")
+    result("cast_telemetry_on", on_cast, "msgs/s", off_cast)
     result("ring", await bench_ring(1_000, n(1_000, 20)), "hops/s")
     result("fanout", await bench_fanout(1_000, n(1_000, 20)), "deliveries/s")
     depths = [10, 1_000, 100_000, 1_000_000] if not QUICK else [10, 1_000, 10_000]

@@ -58,6 +58,7 @@ PUBLIC: dict[str, list[str]] = {
         "trace",
     ],
     "beamish.task": [],
+    "beamish.telemetry": ["HandlerInfo", "attach", "attach_many", "detach", "execute", "list_handlers", "listened", "span"],
     "beamish.terms": ["ImproperList"],
     "beamish.testing": [
         "ANY", "assert_receive", "eventually", "matches", "refute_receive", "start_supervised",

@@ -77,7 +77,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from . import _gen
+from . import _gen, telemetry
 from ._atoms import ALREADY_PRESENT, ALREADY_STARTED, DOWN, EXIT, IGNORE, SHUTDOWN, UNDEFINED
 from ._gen import ChildSpec, From, StartError
 from .gen_server import GenServer, Ignore, NoReply, Reply, Stop
@@ -503,6 +503,11 @@ class _Server(GenServer):
                 return Stop(SHUTDOWN, st)
             try:
                 await self._restart(st, child)
+                if telemetry.listened(telemetry.RESTART):
+                    telemetry.execute(
+                        telemetry.RESTART, {"count": 1},
+                        {"supervisor": current().pid, "child_id": child.spec.id, "reason": reason, "pid": child.pid},
+                    )  # fmt: skip
                 return NoReply(st)
             except StartError as e:
                 log.error("supervisor %s: start_error restarting %r: %r", _describe(st), child.spec.id, e.reason)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .._atoms import ERROR, NOCONNECTION, NODEDOWN, NOPROC, OK, SHUTDOWN
+from .. import telemetry
 from ..node import Node
 from ..terms import Atom, Pid, Ref, Term
 from . import control as C
@@ -231,6 +232,8 @@ class Kernel:
         self.established.set()
         self.established = asyncio.Event()
         log.info("%s connected to %s", self.node.name, peer)
+        if telemetry.listened(telemetry.CONNECTION_UP):
+            telemetry.execute(telemetry.CONNECTION_UP, {"count": 1}, {"node": self.node.name, "peer": peer})
         return conn
 
     def connection_down(self, conn: Connection, reason: Term, *, logged: bool = False) -> None:
@@ -262,6 +265,8 @@ class Kernel:
             node.send(pid, (NODEDOWN, conn.peer))
         if not logged:
             log.info("%s lost its connection to %s (%s)", node.name, conn.peer, reason)
+        if telemetry.listened(telemetry.CONNECTION_DOWN):
+            telemetry.execute(telemetry.CONNECTION_DOWN, {"count": 1}, {"node": node.name, "peer": conn.peer, "reason": reason})
 
     async def connect(self, peer: str) -> Connection | None:
         """Connect to `peer` (or return the existing connection)."""
