@@ -132,7 +132,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
-from ._atoms import ALREADY_STARTED, NOPROC
+from ._atoms import NOPROC
 from ._gen import ChildSpec
 from .gen_event import GenEvent
 from .gen_statem import (
@@ -143,11 +143,10 @@ from .gen_statem import (
     Reply,
     Result,
     StateTimeout,
-    Stop,
 )
-from .process import Dest, Exit, _current, current
+from .process import BadArg, Dest, Exit, _current, current
 from .registry import Registry
-from .terms import Pid, Term
+from .terms import Atom, Pid, Term
 
 if TYPE_CHECKING:
     from .node import Node
@@ -170,6 +169,7 @@ FORCED_OPEN: Final = "forced_open"
 DISABLED: Final = "disabled"
 
 _EXT: Final = "beamish.breaker"
+VIA: Final = Atom("via")
 _FAILED: Final = 1  # an outcome in the window: bit 0 failed, bit 1 slow
 _SLOW: Final = 2
 
@@ -239,9 +239,8 @@ class CircuitBreaker:
         """Start the breaker `name`, linked to the caller, closed. Raises
         `StartError(("already_started", pid))` if one runs under `name`,
         `ValueError` for an invalid option and `TypeError` for an unknown one."""
-        shared = _Shared(name, _Config(**options), events, clock)
-        via = None if registry is None else Registry.via(registry, name)
-        return await _Breaker.start_link(shared, name=via)
+        shared = _Shared(name, _Config(**options), registry, events, clock)
+        return await _Breaker.start_link(shared, name=(VIA, _Names, shared))
 
     @staticmethod
     def child_spec(
@@ -462,6 +461,7 @@ class _Shared:
         "permits",
         "pid",
         "proc",
+        "registry",
         "rejections",
         "ring",
         "ring_at",
@@ -475,9 +475,12 @@ class _Shared:
         "trial_successes",
     )
 
-    def __init__(self, name: Term, config: _Config, events: Dest | None, clock: Callable[[], float] | None) -> None:
+    def __init__(
+        self, name: Term, config: _Config, registry: str | None, events: Dest | None, clock: Callable[[], float] | None
+    ) -> None:
         self.name: Term = name
         self.config = config
+        self.registry = registry
         self.events = events
         self.clock: Callable[[], float] = clock if clock is not None else current().node.loop.time
         self.proc: Process  # set by the breaker's init
@@ -662,19 +665,58 @@ class _Shared:
         return wait if cap is None else min(wait, cap)
 
 
+class _Names:
+    """The via module of a breaker's name `("via", _Names, shared)`: the
+    node's table of breakers, so a name taken makes `start_link` raise
+    `StartError(("already_started", pid))` before the process runs (OTP's
+    gen:register_name), and the `registry` option registers it there too."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def register_name(b: _Shared, pid: Pid) -> bool:
+        node = current().node
+        table = _table(node)
+        holder = table.get(b.name)
+        if holder is not None and holder.proc.alive:
+            return False
+        if b.registry is not None and not Registry.register_name((b.registry, b.name), pid):
+            return False
+        proc = node.local(pid)
+        assert proc is not None  # a process being started
+        b.proc, b.pid = proc, pid
+        table[b.name] = b
+        return True
+
+    @staticmethod
+    def unregister_name(b: _Shared) -> None:
+        table = _table(current().node)
+        if table.get(b.name) is b:
+            del table[b.name]
+        if b.registry is not None:
+            Registry.unregister_name((b.registry, b.name))
+
+    @staticmethod
+    def whereis_name(b: _Shared) -> Pid | None:
+        holder = _table(current().node).get(b.name)
+        if holder is not None and holder.proc.alive:
+            return holder.pid
+        return None if b.registry is None else Registry.whereis_name((b.registry, b.name))
+
+    @staticmethod
+    def send(b: _Shared, msg: Term) -> None:
+        pid = _Names.whereis_name(b)
+        if pid is None:
+            raise BadArg(f"no circuit breaker is registered as {b.name!r}")
+        current().node.send(pid, msg)
+
+
 class _Breaker(GenStateMachine):
     """The breaker process: the only one that changes a breaker's state.
     Its data is the `_Shared` object its callers read."""
 
-    def init(self, b: _Shared) -> Init | Stop:
-        me = current()
-        table = _table(me.node)
-        holder = table.get(b.name)
-        if holder is not None and holder.proc.alive:
-            return Stop((ALREADY_STARTED, holder.pid))
-        b.proc, b.pid = me, me.pid
-        table[b.name] = b
-        return Init(CLOSED, b)
+    def init(self, b: _Shared) -> Init:
+        return Init(CLOSED, b)  # `_Names.register_name` published `b` before this ran
 
     def handle_event(self, event_type: Term, event: Term, state: Term, b: _Shared) -> Result:
         match event_type, event:
