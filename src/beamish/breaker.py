@@ -724,12 +724,12 @@ class _Breaker(GenStateMachine):
                 new = self.request(request, state, b)
                 if request == "reset":
                     b.epoch += 1  # what was admitted before the reset is not counted after it
+                actions = self.transition(b, state, new) if new != state else []
+                # The reply is read after the transition: metrics show the new state.
                 reply = Reply(from_, b.metrics() if request == "metrics" else new)
-                if new == state:
-                    return KeepStateAndData(reply)
-                return self.transition(b, state, new, [reply])
+                return NextState(new, b, [reply, *actions])
             case "state_timeout", "wait_over" if state == OPEN:
-                return self.transition(b, state, HALF_OPEN, [])
+                return NextState(HALF_OPEN, b, self.transition(b, state, HALF_OPEN))
         return KeepStateAndData()
 
     def request(self, request: Term, state: Term, b: _Shared) -> State:
@@ -757,16 +757,17 @@ class _Breaker(GenStateMachine):
                 return OPEN
         return cast("State", state)
 
-    def transition(self, b: _Shared, old: Term, new: State, actions: list[Reply]) -> Result:
+    def transition(self, b: _Shared, old: Term, new: State) -> list[StateTimeout]:
+        """Publish the move from `old` to `new`; the actions it needs."""
         b.epoch += 1
         b.state = new
-        timeouts: list[Reply | StateTimeout] = [*actions]
+        actions = []
         if new is OPEN:
             b.opened_streak += 1
             b.times_opened += 1
             wait = b.wait()
             b.open_until = b.clock() + wait
-            timeouts.append(StateTimeout(wait, "wait_over"))
+            actions.append(StateTimeout(wait, "wait_over"))
         elif new is HALF_OPEN:
             b.permits = b.config.permitted_calls_in_half_open
             b.trial_successes = 0
@@ -775,7 +776,7 @@ class _Breaker(GenStateMachine):
             b.clear_window()
         if b.events is not None:
             GenEvent.notify(b.events, ("breaker_state", b.name, old, new))
-        return NextState(new, b, timeouts)
+        return actions
 
     def terminate(self, reason: Term, state: Term, b: _Shared) -> None:
         table = _table(b.proc.node)
