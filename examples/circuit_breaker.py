@@ -43,8 +43,7 @@ import datetime
 from collections.abc import Callable
 
 import beamish
-from beamish import CircuitBreaker, CircuitOpen, From, GenServer, Registry, Reply
-from beamish.terms import Term
+from beamish import CircuitBreaker, CircuitOpen, From, GenServer, Registry, Reply, Term
 
 TIMEOUT_MS = 200  # the seed's 60_000, shortened
 
@@ -106,7 +105,7 @@ def _should_attempt_reset(state: dict[str, Term]) -> bool:
             return True
         case time:
             elapsed = datetime.datetime.now(datetime.UTC) - time
-            return elapsed.total_seconds() * 1000 > state["timeout"]
+            return bool(elapsed.total_seconds() * 1000 > state["timeout"])
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ WORKLOADS = [
     "floor_future_pingpong", "floor_deque", "floor_task_spawn", "spawn", "spawn_idle_memory", "genserver_idle_memory",
     "call", "cast", "ring", "fanout", "mailbox_drain_10", "selective_receive_skip_1000",
     "etf_encode_gen_call", "etf_decode_gen_call", "floor_tcp_pingpong", "remote_call", "remote_cast",
+    "breaker_floor", "breaker_call", "breaker_call_timeout", "pybreaker_call", "aiobreaker_call",
 ]
 
 
