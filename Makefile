@@ -13,7 +13,7 @@ $(BIN)/python:
 # setup.py builds the C codec: editing it rebuilds.
 $(STAMP): pyproject.toml setup.py src/beamish/dist/_etf_c.c | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,uvloop,config]'
+	$(BIN)/python -m pip install -q -e '.[test,uvloop,config,bench]'
 	touch $(STAMP)
 
 # Debian's erlang and elixir for the interop tests, when missing and apt is there.

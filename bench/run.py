@@ -390,6 +390,7 @@ if __name__ == "__main__":
         # The queue-length check runs whether or not it may log (its high
         # mark is then sys.maxsize): off, the 1,000,000-message drain says nothing.
         beamish.run(main, use_uvloop=use_uvloop, lag_threshold=None, long_message_queue=None)
+    run_script("bench_breaker.py")
     run_script("bench_etf.py")
     run_script("bench_remote.py")
     run_script("bench_cluster.py")

@@ -14,6 +14,7 @@ WORKLOADS = [
     "etf_encode_gen_call", "etf_decode_gen_call", "floor_tcp_pingpong", "remote_call", "remote_cast",
     "call_telemetry_off", "call_telemetry_on", "cast_telemetry_off", "cast_telemetry_on",
     "global_register_3nodes", "global_register_3nodes_erlang", "global_register_ratio",
+    "breaker_floor", "breaker_call", "breaker_call_timeout", "pybreaker_call", "aiobreaker_call",
 ]
 
 

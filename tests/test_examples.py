@@ -45,6 +45,13 @@ EXPECTED: dict[str, list[str]] = {
         "left the cluster",
         "status after it left: []",
     ],
+    "circuit_breaker.py": [
+        "call 5 to a failing service: ('error', 'circuit_open')",
+        "after the timeout, a half-open trial: ('ok',",
+        "call 6: circuit open, retry after",
+        "after the wait: half_open",
+        "state: closed; calls 6, failures 5, rejections 1",
+    ],
     "event_logger.py": ["info: server started", "logs kept by eventlogger", "'warning': 1", "handlers: ['eventlogger', 'levelcounter']"],
 }
 

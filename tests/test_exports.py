@@ -20,7 +20,7 @@ ROOT = Path(__file__).parent.parent
 PUBLIC: dict[str, list[str]] = {
     "beamish": [
         "Agent", "AlreadyRegistered", "Application", "ApplicationError", "Atom", "BadArg",
-        "ChildSpec", "Continue", "DynamicSupervisor", "Exit", "From", "GenEvent", "GenServer",
+        "ChildSpec", "CircuitBreaker", "CircuitOpen", "Continue", "DynamicSupervisor", "Exit", "From", "GenEvent", "GenServer",
         "GenStateMachine", "Hibernate", "Ignore", "NoReply", "Node", "Ok", "Pid", "Port",
         "ProcessInfo", "Ref", "Registry", "Reply", "StartError", "Stop", "Supervisor", "Task",
         "TaskSupervisor", "Term", "Timer", "application", "cancel_timer", "config", "demonitor",
@@ -34,6 +34,7 @@ PUBLIC: dict[str, list[str]] = {
         "get_all_env", "get_env", "load", "load_config", "loaded_applications", "put_env",
         "reload_config", "start", "stop", "stop_all", "which_applications",
     ],
+    "beamish.breaker": ["Metrics", "State"],
     "beamish.cli": ["SUBCOMMANDS", "Subcommand", "main"],
     "beamish.cluster.global_": [
         "del_lock", "re_register_name", "register_name", "registered_names", "send", "set_lock", "sync", "trans",

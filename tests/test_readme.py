@@ -31,6 +31,7 @@ TESTING = "async def test_the_server_says_it_started"
 CLUSTER = 'beamish.run(main, name="py@127.0.0.1")'
 TLS = "tls=dist.TlsOptions("
 GLOBAL = "await global_.register_name(Atom(\"leader\")"
+BREAKER = "from beamish import CircuitBreaker, CircuitOpen"
 
 
 def blocks(lang: str) -> list[str]:
@@ -43,7 +44,7 @@ def block(marker: str, lang: str = "python") -> str:
 
 
 def test_every_python_block_has_its_test_here() -> None:
-    markers = [TASTE, APPLICATION, TESTING, CLUSTER, TLS, GLOBAL]
+    markers = [TASTE, APPLICATION, TESTING, CLUSTER, TLS, GLOBAL, BREAKER]
     for b in blocks("python"):
         assert sum(m in b for m in markers) == 1, f"a README block no test here runs:\n{b}"
     assert len(blocks("python")) == len(markers)
@@ -57,6 +58,12 @@ def test_a_taste_shows_the_count() -> None:
     done = _python(block(TASTE))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "5\n"
+
+
+def test_the_breaker_block_opens_after_three_failures() -> None:
+    done = _python(block(BREAKER))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "failed\nfailed\nfailed\nuser service down, next try in 30 s\nopen\n"
 
 
 def test_the_application_block_defines_my_app() -> None:

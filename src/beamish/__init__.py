@@ -17,6 +17,7 @@ from . import application, config, sys
 from ._gen import ChildSpec, From, StartError
 from .agent import Agent
 from .application import Application, ApplicationError
+from .breaker import CircuitBreaker, CircuitOpen
 from .dynamic_supervisor import DynamicSupervisor
 from .gen_event import GenEvent
 from .gen_server import Continue, GenServer, Hibernate, Ignore, NoReply, Ok, Reply, Stop
@@ -63,6 +64,8 @@ __all__ = [
     "Atom",
     "BadArg",
     "ChildSpec",
+    "CircuitBreaker",
+    "CircuitOpen",
     "Continue",
     "DynamicSupervisor",
     "Exit",
