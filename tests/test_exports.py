@@ -59,6 +59,7 @@ PUBLIC: dict[str, list[str]] = {
         "trace",
     ],
     "beamish.task": [],
+    "beamish.trace": ["start", "stop"],
     "beamish.telemetry": ["HandlerInfo", "attach", "attach_many", "detach", "execute", "list_handlers", "listened", "span"],
     "beamish.terms": ["ImproperList"],
     "beamish.testing": [

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import ClassVar, Final, Literal, Protocol, TypeAlias
 
-from . import telemetry
+from . import telemetry, trace
 from ._atoms import (
     ALREADY_STARTED,
     CALL,
@@ -528,7 +528,12 @@ class Behaviour:
         """Send `request` and wait up to `timeout` seconds (None: forever) for
         the reply. Raises `Exit` with `noproc`, `calling_self`, `timeout`,
         `("nodedown", node)` or the reason the server died with."""
-        if not telemetry.calls_watched:  # telemetry off: one flag, nothing else
+        if not telemetry.calls_watched and not trace.tracing:  # both off: two flags, nothing else
+            return await call(server, request, timeout)
+        tracer = current().node.tracer
+        if tracer is not None:
+            tracer.called(server, request)
+        if not telemetry.calls_watched:
             return await call(server, request, timeout)
         # A span, inline (a coroutine more per call was a third of its
         # cost), each event built only if a handler listens to it.
@@ -554,7 +559,7 @@ class Behaviour:
         except LookupError:
             raise RuntimeError("cast outside a beamish process") from None
         node = me.node
-        if type(server) is Pid:  # the hot path: a local pid
+        if type(server) is Pid and node.tracer is None:  # the hot path: a local pid, no trace
             proc = node.procs.get(server.id)
             if proc is not None and proc.pid is server:
                 proc.deliver_cast((GEN_CAST, request), me)

@@ -65,6 +65,8 @@ from .terms import (
 if TYPE_CHECKING:
     from types import FrameType
 
+    from .trace import Tracer
+
 # What `beamish` exports is public there only (one path per name); this lists the rest.
 __all__ = ["Distribution", "current_node"]
 
@@ -165,6 +167,8 @@ class Node:
         self._outcome: asyncio.Future[Term] | None = None
         self._deadlines: Deadlines | None = None
         self.extensions: dict[str, object] = {}
+        # The active `beamish.trace` (None: off, and each send path tests only this).
+        self.tracer: Tracer | None = None
         """Per-node state of higher layers (registries, dist), by key."""
         low, high = long_message_queue or (0, sys.maxsize)
         if not 0 <= low < high:
@@ -402,6 +406,8 @@ class Node:
     # --- messages -----------------------------------------------------------
 
     def send(self, dest: Term, msg: Term) -> None:
+        if self.tracer is not None:
+            self.tracer.sent(dest, msg)
         if type(dest) is Pid:
             proc = self.procs.get(dest.id)
             if proc is not None and (proc.pid is dest or proc.pid == dest):
@@ -433,6 +439,21 @@ class Node:
             self.send_alias(dest, msg)
             return
         raise BadArg(f"invalid destination {dest!r}")
+
+    def current_process(self) -> Process | None:
+        """The process running now on this node, if any (None in a timer callback)."""
+        proc = _current.get(None)
+        return proc if proc is not None and proc.node is self else None
+
+    def lookup(self, dest: Term) -> Process | None:
+        """The live local process `dest` (a pid or a registered name) names."""
+        if type(dest) is Pid:
+            return self.local(dest)
+        if isinstance(dest, str):
+            return self.names.get(dest)
+        if type(dest) is tuple and len(dest) == 2 and dest[1] == self.name:
+            return self.lookup(dest[0])
+        return None
 
     def send_quietly(self, dest: Term, msg: Term) -> None:
         """`send` for timers: a destination that vanished is not an error."""
@@ -480,6 +501,8 @@ class Node:
         as OTP does for callers that built `{self(), Ref}` themselves (older
         OTP, third-party clients). Never raises, as `gen:reply` catches."""
         pid, tag = from_
+        if self.tracer is not None:
+            self.tracer.sent(pid, (tag, value))
         if type(tag) is ImproperList and tag.items is ALIAS_ITEMS:
             alias = tag.tail  # a tag `alias_tag` made: every beamish caller's
         else:
@@ -663,6 +686,8 @@ class Node:
         dropped, as in Erlang."""
         proc = self.local(to)
         if proc is not None:
+            if self.tracer is not None:
+                self.tracer.received(proc, msg)
             proc.deliver_at_once(msg)
 
     def deliver_by_name_from_remote(self, name: str, msg: Term) -> None:
@@ -670,6 +695,8 @@ class Node:
         `deliver_from_remote`; for a name nobody has, dropped, as in Erlang."""
         proc = self.names.get(name)
         if proc is not None:
+            if self.tracer is not None:
+                self.tracer.received(proc, msg)
             proc.deliver_at_once(msg)
 
     def link_from_remote(self, local: Pid, remote: Pid) -> bool:
