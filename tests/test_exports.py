@@ -86,6 +86,7 @@ PUBLIC: dict[str, list[str]] = {
     "beamish.dist.framing": ["FrameError", "FrameStream", "FrameTooLarge", "MessageTooLarge", "TickTimeout"],
     "beamish.dist.handshake": ["HandshakeError", "HandshakeResult", "Unreachable", "accept", "handshake_out", "initiate"],
     "beamish.dist.local_cluster": [],
+    "beamish.dist.shell": ["SERVICE", "complete", "remsh", "serve"],
     "beamish.dist.rpc": ["BadRpc", "call", "cast"],
     "beamish.dist.tls": [],
 }  # fmt: skip

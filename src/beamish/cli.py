@@ -3,7 +3,7 @@
 
 >>> from beamish import cli
 >>> sorted(cli.SUBCOMMANDS)
-['cluster', 'node', 'run']
+['cluster', 'node', 'run', 'shell']
 
 Each subcommand is an entry of `SUBCOMMANDS`: a help line, a function that
 adds its arguments, and the function that runs it (returning the exit code).
@@ -178,6 +178,18 @@ def _cluster(args: argparse.Namespace) -> int:
     return local_cluster.main(args) if _imported(args.app) else 1
 
 
+def _add_shell_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--remsh", required=True, metavar="NODE", help="the node to evaluate in, e.g. app@127.0.0.1")
+    parser.add_argument("--cookie", help="the cluster's cookie (default: $BEAMISH_COOKIE, then ~/.erlang.cookie)")
+    parser.add_argument("--name", help="this shell's own node name (default: remsh_<pid>@<the node's host>)")
+
+
+def _shell(args: argparse.Namespace) -> int:
+    from .dist import shell
+
+    return shell.remsh(args.remsh, cookie=args.cookie, name=args.name)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "cluster": Subcommand(
         "run N local nodes of one application, supervised, until SIGINT/SIGTERM",
@@ -193,6 +205,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "run a distributed node that joins Erlang/Elixir/beamish clusters",
         _node_cli.add_arguments,
         _node_cli.main,
+    ),
+    "shell": Subcommand(
+        "a Python REPL evaluating inside a running node (--remsh NODE; the node runs with --shell)",
+        _add_shell_arguments,
+        _shell,
     ),
 }
 

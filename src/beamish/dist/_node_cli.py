@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", metavar="PEM", help="distribute over TLS with this certificate (inet_tls_dist)")
     parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (default: in --tls-cert)")
     parser.add_argument("--tls-ca", metavar="PEM", help="authorities peers' certificates must chain to")
+    parser.add_argument(
+        "--shell", action="store_true",
+        help="let peers with the cookie open a remote Python shell here (beamish shell --remsh)",
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,6 +62,10 @@ def main(args: argparse.Namespace) -> int:
             spawn_allow=args.spawn_allow,
             tls=TlsOptions(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None,
         )
+        if args.shell:
+            from .shell import serve
+
+            await serve()
         for peer in args.connect:
             if not await _api.connect(peer):
                 log.warning("could not connect to %s", peer)
