@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import recon
+from .._atoms import ERROR, OK
 from .. import sys as beamish_sys
 from .._gen import reply
 from ..gen_server import GenServer, NoReply, Reply
@@ -118,11 +119,11 @@ class _Service(GenServer):
                 if session not in sessions:
                     sessions[session] = _Session(caller)
                     monitor(caller)
-                return Reply((Atom("ok"), str(current().node.name)), sessions)
+                return Reply((OK, str(current().node.name)), sessions)
             case ("eval", session, str(source)) if session in sessions:
                 spawn(_evaluate, sessions[session], source, from_)
                 return NoReply(sessions)
-        return Reply((Atom("error"), "no such session: say hello first"), sessions)
+        return Reply((ERROR, "no such session: say hello first"), sessions)
 
     def handle_info(self, msg: Term, sessions: dict[Term, _Session]) -> NoReply:
         if type(msg) is tuple and len(msg) == 5 and msg[0] == "DOWN":
@@ -150,10 +151,10 @@ async def _evaluate(session: _Session, source: str, from_: Any) -> None:
                 value = await value
             if value is not None:
                 session.out.write(repr(value) + "\n")
-        reply(from_, (Atom("ok"), session.out.getvalue()))
+        reply(from_, (OK, session.out.getvalue()))
     except (Exception, Exit) as exc:
         trace = "".join(traceback.format_exception(exc)[-8:])
-        reply(from_, (Atom("error"), session.out.getvalue() + trace))
+        reply(from_, (ERROR, session.out.getvalue() + trace))
 
 
 async def serve() -> Pid:
