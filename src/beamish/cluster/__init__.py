@@ -1,0 +1,29 @@
+"""beamish.cluster: the services a cluster of nodes shares, above the
+distribution protocol and below the applications.
+
+`beamish.dist` connects nodes and carries messages; this layer gives those
+nodes common state, kept by processes that speak OTP's own protocols so
+that Erlang and Elixir nodes take part as equals: process groups
+(`beamish.cluster.pg`, OTP's `pg`), Phoenix.PubSub-compatible publish and
+subscribe (`PubSub`, on pg), and service discovery
+(`beamish.cluster.discovery`, on pg). It imports the core and `beamish.dist`;
+neither imports it (`tests/test_layout.py`).
+
+>>> import beamish
+>>> from beamish.cluster import pg
+>>> async def main():
+...     await pg.start_link()
+...     await pg.join(("room", 1), beamish.self())
+...     return pg.get_members(("room", 1)) == [beamish.self()]
+>>> beamish.run(main)
+True
+
+Every service works on a single node too; on a distributed node
+(`beamish.dist.start`, before the service starts) it finds its peers by
+itself: each scope discovers the scopes of the same name on the nodes that
+connect.
+"""
+
+from . import pg
+
+__all__ = ["pg"]
