@@ -92,7 +92,9 @@ from beamish import dist
 from beamish._atoms import DOWN, GEN_CAST, OK
 from beamish._gen import ChildSpec
 from beamish.gen_server import CallResult, CastResult, GenServer, NoReply, Reply
-from beamish.process import NO_MESSAGE, BadArg, From, current, demonitor as _demonitor, monitor as _monitor, send
+from beamish.process import NO_MESSAGE, BadArg, From, current, send
+from beamish.process import demonitor as _demonitor
+from beamish.process import monitor as _monitor
 from beamish.terms import Atom, Pid, Ref, Term
 
 if TYPE_CHECKING:
@@ -486,7 +488,7 @@ class _Scope(GenServer):
                 st.monitored_groups.setdefault(key, []).append((caller, ref))
                 return (ref, [] if row is None else list(row.members))
             case ("demonitor", ref):
-                if st.scope_monitors.pop(ref, None) is not None:  # type: ignore[arg-type]
+                if st.scope_monitors.pop(cast("Ref", ref), None) is not None:
                     _demonitor(cast("Ref", ref))
                     return OK
                 if self._drop_group_monitor(cast("Ref", ref), st):
@@ -581,9 +583,8 @@ class _Scope(GenServer):
             if msg[1] != st.node.name:
                 send((st.name, msg[1]), (_DISCOVER, st.pid))
             return True
-        if tag == _NODEDOWN and n == 2:
-            return True  # pg waits for the DOWN of the peer's scope
-        return False
+        # nodedown: pg waits for the DOWN of the peer's scope.
+        return tag == _NODEDOWN and n == 2
 
     def _from_peer_node(self, peer: Pid, groups: Iterable[tuple[Term, Term, list[Pid]]], st: _State) -> bool:
         """pg's `handle_sync`: what the peer scope says it has replaces what we knew."""
@@ -628,6 +629,6 @@ class _Scope(GenServer):
                 for key, pids in known[1].items():
                     st.remove(key, pids, False)
                 return
-        if st.scope_monitors.pop(ref, None) is None:  # type: ignore[arg-type]
+        if st.scope_monitors.pop(cast("Ref", ref), None) is None:
             self._drop_group_monitor(cast("Ref", ref), st)
 
