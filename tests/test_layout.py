@@ -150,6 +150,7 @@ COVERED_BY = {
     "beamish.dist.flags": "test_handshake",
     "beamish.dist.cookie": "test_handshake",
     "beamish.dist.tls": "test_dist_tls",
+    "beamish.cluster": "test_pg",
 }
 
 
