@@ -29,10 +29,10 @@ class Cluster:
         self.queues = queues
         self.names = [Atom(str(n.name)) for n in nodes]
 
-    async def on(self, i: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run `fn(*args)` as node `i`'s host process; return what it returns."""
+    async def on(self, i: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` as node `i`'s host process; return what it returns."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.queues[i].put_nowait((functools.partial(fn, *args), fut))
+        self.queues[i].put_nowait((functools.partial(fn, *args, **kwargs), fut))
         return await fut
 
     async def stop_node(self, i: int) -> None:
@@ -82,11 +82,16 @@ def run_cluster(n: int, body: Callable[[Cluster], Awaitable[Term]], timeout: flo
     return asyncio.run(asyncio.wait_for(main(), timeout))
 
 
-async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Poll `condition` every 5 ms until it holds; fail after `timeout` seconds."""
+async def until(condition: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0) -> None:
+    """Poll `condition` (sync or async) every 5 ms until it holds; fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not await condition():
+
+    async def holds() -> bool:
+        result = condition()
+        return bool(await result if inspect.isawaitable(result) else result)
+
+    while not await holds():
         if loop.time() > deadline:
             raise AssertionError(f"still false after {timeout} s: {condition!r}")
         await asyncio.sleep(0.005)

@@ -25,5 +25,6 @@ connect.
 """
 
 from . import pg
+from .pubsub import PubSub
 
-__all__ = ["pg"]
+__all__ = ["PubSub", "pg"]
