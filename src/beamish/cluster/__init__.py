@@ -24,7 +24,7 @@ itself: each scope discovers the scopes of the same name on the nodes that
 connect.
 """
 
-from . import pg
+from . import discovery, pg
 from .pubsub import PubSub
 
-__all__ = ["PubSub", "pg"]
+__all__ = ["PubSub", "discovery", "pg"]
