@@ -71,6 +71,16 @@ PUBLIC: dict[str, list[str]] = {
     "beamish.dist.local_cluster": [],
     "beamish.dist.rpc": ["BadRpc", "call", "cast"],
     "beamish.dist.tls": [],
+    "beamish.cluster": ["PubSub", "discovery", "pg"],
+    "beamish.cluster.discovery": [
+        "Instance", "child_spec", "discover", "register_service", "report_load", "select", "start_link",
+        "unregister_service", "unwatch", "watch",
+    ],
+    "beamish.cluster.pg": [
+        "child_spec", "demonitor", "get_local_members", "get_members", "join", "leave", "monitor",
+        "monitor_scope", "start", "start_link", "which_groups", "which_local_groups",
+    ],
+    "beamish.cluster.pubsub": [],
 }  # fmt: skip
 
 # Public modules that are a table of constants (wire numbers), not an API of
