@@ -30,6 +30,10 @@ EXPECTED: dict[str, list[str]] = {
         "@127.0.0.1: 4.0",
         "which says: hello from peer_",
     ],
+    "service_discovery.py": [
+        "discover payments: http://10.0.0.7:4000", "discover unknown: none",
+        "node 2 discovers payments at http://10.0.0.7:4000", "node 1: payments is gone",
+    ],
     "event_logger.py": ["info: server started", "logs kept by eventlogger", "'warning': 1", "handlers: ['eventlogger', 'levelcounter']"],
 }
 
