@@ -365,3 +365,4 @@ if __name__ == "__main__":
     run_script("bench_etf.py")
     run_script("bench_remote.py")
     run_script("bench_cluster.py")
+    run_script("bench_pg.py")

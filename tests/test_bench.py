@@ -12,6 +12,8 @@ WORKLOADS = [
     "floor_future_pingpong", "floor_deque", "floor_task_spawn", "spawn", "spawn_idle_memory", "genserver_idle_memory",
     "call", "cast", "ring", "fanout", "mailbox_drain_10", "selective_receive_skip_1000",
     "etf_encode_gen_call", "etf_decode_gen_call", "floor_tcp_pingpong", "remote_call", "remote_cast",
+    "pg_join_leave", "pg_join_visible_on_peer", "pubsub_local_fanout", "pubsub_remote_broadcast",
+    "remote_cast_same_pair",
 ]
 
 

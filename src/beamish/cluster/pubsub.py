@@ -113,6 +113,9 @@ SCOPE: Final = "Elixir.Phoenix.PubSub"
 DEFAULT_DISPATCHER: Final = "Phoenix.PubSub"
 _FORWARD: Final = Atom("forward_to_local")
 _EXT: Final = "beamish.cluster.pubsub"
+_DEFAULT_WIRE: Final = Atom("Elixir." + DEFAULT_DISPATCHER)
+# Names seen without the "Elixir." prefix: the common case skips `_strip`.
+_NAMES: set[str] = set()
 _OPTIONS: Final = frozenset({"name", "pool_size"})
 
 
@@ -165,8 +168,11 @@ class PubSub:
     @staticmethod
     def register_dispatcher(name: str, dispatch: Dispatch) -> None:
         """Make `name` a dispatcher on this node (do it on every node that
-        may receive a broadcast naming it)."""
-        _dispatchers(current().node)[_elixir(name)] = dispatch
+        may receive a broadcast naming it). The default cannot be replaced."""
+        wire = _elixir(name)
+        if wire is _DEFAULT_WIRE:
+            raise ValueError(f"{name!r} is the default dispatcher")
+        _dispatchers(current().node)[wire] = dispatch
 
     # --- broadcasting -----------------------------------------------------------
 
@@ -180,16 +186,22 @@ class PubSub:
         pubsub: str, from_pid: Pid | None, topic: str, message: Term, dispatcher: str = DEFAULT_DISPATCHER
     ) -> None:
         """`broadcast`, except to `from_pid` (other nodes deliver to all, as in Phoenix)."""
-        name = _strip(pubsub)
-        groups = cast("tuple[Atom, ...]", Registry.meta(name, "pubsub"))
-        wire = _elixir(dispatcher)
-        fn = _resolve(wire)
+        if type(topic) is not str:
+            _topic(topic)
         me = current()
+        name = pubsub if pubsub in _NAMES else _strip(pubsub)
+        groups = cast("tuple[Atom, ...]", Registry.meta(name, "pubsub"))
+        fn: Dispatch
+        if dispatcher is DEFAULT_DISPATCHER:
+            wire, fn = _DEFAULT_WIRE, _default_dispatch
+        else:
+            wire = _elixir(dispatcher)
+            fn = _resolve(wire)
         group = groups[hash(me.pid) % len(groups)] if len(groups) > 1 else groups[0]
         here = me.node.name
         members = pg.get_members(group, scope=SCOPE)
-        if members:
-            msg = (_FORWARD, _topic(topic), message, wire)
+        if len(members) > 1 or (members and members[0].node != here):
+            msg = (_FORWARD, topic, message, wire)
             for pid in members:
                 if pid.node != here:
                     send(pid, msg)
@@ -245,7 +257,9 @@ def _check(name: Term, pool_size: Term) -> tuple[str, int]:
         raise TypeError(f"invalid PubSub name {name!r}: a str such as 'MyApp.PubSub'")
     if type(pool_size) is not int or pool_size < 1:
         raise TypeError(f"invalid PubSub pool_size {pool_size!r}: a positive int")
-    return _strip(name), pool_size
+    name = _strip(name)
+    _NAMES.add(name)
+    return name, pool_size
 
 
 def _groups(name: str, pool_size: int) -> tuple[Atom, ...]:
@@ -309,7 +323,11 @@ class _Worker(GenServer):
                     topic = topic.decode()
                 except UnicodeDecodeError:
                     topic = None
-            fn = _dispatchers(current().node).get(dispatcher) if type(dispatcher) is Atom else None
+            fn: Dispatch | None
+            if dispatcher is _DEFAULT_WIRE:
+                fn = _default_dispatch
+            else:
+                fn = _dispatchers(current().node).get(dispatcher) if type(dispatcher) is Atom else None
             if type(topic) is str and fn is not None:
                 Registry.dispatch(pubsub, topic, lambda entries: fn(entries, None, message))
                 return NoReply(pubsub)
