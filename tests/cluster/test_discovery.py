@@ -63,6 +63,9 @@ async def test_health_checks_mark_an_instance_down_then_up() -> None:
     healthy["ok"] = False
     down = await assert_receive(("service_down", "h", Instance), timeout=1)
     assert down[2].pid == up[2].pid and discovery.discover("h") == []
+    # A forged report (anyone can send the server a message) changes nothing.
+    beamish.send("beamish_discovery", ("health", beamish.make_ref(), True))
+    await refute_receive(("service_up", "h", Instance), timeout=0.05)
     healthy["ok"] = True
     await assert_receive(("service_up", "h", Instance), timeout=1)
     assert [i.status for i in discovery.discover("h")] == ["up"]

@@ -73,6 +73,8 @@ async def test_only_local_pids_join() -> None:
         await pg.join("g", "not a pid")  # type: ignore[arg-type]
     with pytest.raises(BadArg):
         await pg.join("g", [beamish.self(), 42])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        await pg.join({1, 2}, beamish.self())  # not a term: no key, and no silent failure
 
 
 @pytest.mark.beamish

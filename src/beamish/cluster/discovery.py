@@ -84,7 +84,17 @@ from typing import TYPE_CHECKING, Final, Literal, cast
 from beamish._atoms import DOWN
 from beamish._gen import ChildSpec
 from beamish.gen_server import CallResult, CastResult, GenServer, NoReply, Reply
-from beamish.process import BadArg, From, current, demonitor, monitor, receive, send, spawn
+from beamish.process import (
+    BadArg,
+    From,
+    current,
+    demonitor,
+    make_ref,
+    monitor,
+    receive,
+    send,
+    spawn,
+)
 from beamish.process import exit as _exit
 from beamish.supervisor import Supervisor
 from beamish.terms import Atom, Pid, Ref, Term
@@ -229,12 +239,14 @@ async def unwatch(name: str) -> None:
 class _Local:
     """A local instance's health-check bookkeeping."""
 
-    __slots__ = ("checker", "failures", "max_failures")
+    __slots__ = ("checker", "failures", "max_failures", "token")
 
     def __init__(self) -> None:
         self.checker: Pid | None = None
         self.failures = 0
         self.max_failures = 3
+        # What the checker reports with: a ref no other process (or node) can forge.
+        self.token = make_ref()
 
 
 class _State:
@@ -312,7 +324,8 @@ class _Server(GenServer):
                 local.failures = 0
                 local.max_failures = max_failures
                 if check is not None:
-                    local.checker = spawn(_checker, st.pid, pid, name, check, interval)
+                    local.token = make_ref()
+                    local.checker = spawn(_checker, st.pid, pid, local.token, check, interval)
                 self._watch_pid(pid, st)
                 self._publish(inst, st)
                 self._refresh(key, st)
@@ -355,8 +368,8 @@ class _Server(GenServer):
             if len(msg) == 5 and msg[0] == DOWN:
                 self._down(msg[3], st)
                 return NoReply(st)
-            if len(msg) == 4 and msg[0] == "health":
-                self._health(msg[1], msg[2], msg[3], st)
+            if len(msg) == 3 and msg[0] == "health" and type(msg[1]) is Ref:
+                self._health(msg[1], bool(msg[2]), st)
                 return NoReply(st)
             if len(msg) == 3 and msg[0] == _TAG and msg[1] == "instances" and type(msg[2]) is list:
                 for item in msg[2]:
@@ -443,11 +456,13 @@ class _Server(GenServer):
         if local is not None and local.checker is not None:
             _exit(local.checker, "kill")
 
-    def _health(self, pid: Term, name: Term, ok: Term, st: _State) -> None:
-        key = (cast("Pid", pid), cast("str", name))
-        local = st.local.get(key)
+    def _health(self, token: Ref, ok: bool, st: _State) -> None:
+        found = next(((k, v) for k, v in st.local.items() if v.token == token), None)
+        if found is None:
+            return  # a report from a checker replaced or stopped since
+        key, local = found
         inst = st.instances.get(key)
-        if local is None or inst is None:
+        if inst is None:
             return
         status = inst.status
         if ok:
@@ -463,9 +478,9 @@ class _Server(GenServer):
             self._refresh(key, st)
 
 
-async def _checker(server: Pid, instance: Pid, name: str, check: HealthCheck, interval: float) -> None:
+async def _checker(server: Pid, instance: Pid, token: Ref, check: HealthCheck, interval: float) -> None:
     """Run `check` every `interval` seconds; report each result to the server
-    as `("health", instance, name, ok)`, the failures counted there."""
+    as `("health", token, ok)`, the failures counted there."""
     ref = monitor(instance)
     while True:
         try:
@@ -480,4 +495,4 @@ async def _checker(server: Pid, instance: Pid, name: str, check: HealthCheck, in
             ok = bool(result)
         except Exception:
             ok = False
-        send(server, ("health", instance, name, ok))
+        send(server, ("health", token, ok))

@@ -147,6 +147,7 @@ def child_spec(scope: str = DEFAULT_SCOPE) -> ChildSpec:
 async def join(group: Term, pid_or_pids: Pid | list[Pid], *, scope: str = DEFAULT_SCOPE) -> None:
     """Join one local process, or several, to `group` (`pg:join/3`)."""
     _ensure_local(pid_or_pids)
+    _key(group)  # a group that cannot be a key raises TypeError here, in the caller
     await GenServer.call(scope, ("join_local", group, pid_or_pids), None)
 
 
@@ -154,6 +155,7 @@ async def leave(group: Term, pid_or_pids: Pid | list[Pid], *, scope: str = DEFAU
     """Remove one join of each of the local processes from `group`
     (`pg:leave/3`): `ok`, or `not_joined` if none of them was in it."""
     _ensure_local(pid_or_pids)
+    _key(group)
     return cast("Atom", await GenServer.call(scope, ("leave_local", group, pid_or_pids), None))
 
 
