@@ -81,7 +81,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Literal, cast
 
-from beamish._atoms import DOWN
+from beamish._atoms import DOWN, OK
 from beamish._gen import ChildSpec
 from beamish.gen_server import CallResult, CastResult, GenServer, NoReply, Reply
 from beamish.process import (
@@ -329,7 +329,7 @@ class _Server(GenServer):
                 self._watch_pid(pid, st)
                 self._publish(inst, st)
                 self._refresh(key, st)
-                return Reply(Atom("ok"), st)
+                return Reply(OK, st)
             case ("unregister", pid, name):
                 if (pid, name) not in st.local:
                     return Reply(Atom("not_registered"), st)
@@ -339,7 +339,7 @@ class _Server(GenServer):
                 await pg.leave(("service", name), pid, scope=SCOPE)
                 self._refresh((pid, name), st)
                 st.instances.pop((pid, name), None)
-                return Reply(Atom("ok"), st)
+                return Reply(OK, st)
             case ("load", pid, name, load):
                 key = (pid, name)
                 found = st.instances.get(key)
@@ -347,17 +347,17 @@ class _Server(GenServer):
                     return Reply(Atom("not_registered"), st)
                 st.instances[key] = replace(found, load=load)
                 self._publish(st.instances[key], st)
-                return Reply(Atom("ok"), st)
+                return Reply(OK, st)
             case ("watch", pid, name):
                 watchers = st.watchers.setdefault(name, {})
                 if pid not in watchers:
                     watchers[pid] = monitor(pid)
-                return Reply(Atom("ok"), st)
+                return Reply(OK, st)
             case ("unwatch", pid, name):
                 ref = st.watchers.get(name, {}).pop(pid, None)
                 if ref is not None:
                     demonitor(ref, flush=True)
-                return Reply(Atom("ok"), st)
+                return Reply(OK, st)
         return Reply(("error", "badarg"), st)
 
     def handle_info(self, msg: Term, st: _State) -> CastResult:

@@ -89,7 +89,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final, cast
 
 from beamish import dist
-from beamish._atoms import DOWN, GEN_CAST, OK
+from beamish._atoms import DOWN, GEN_CAST, NODEDOWN, OK
 from beamish._gen import ChildSpec
 from beamish.gen_server import CallResult, CastResult, GenServer, NoReply, Reply
 from beamish.process import NO_MESSAGE, BadArg, From, current, send
@@ -124,7 +124,6 @@ _SYNC: Final = Atom("sync")
 _JOIN: Final = Atom("join")
 _LEAVE: Final = Atom("leave")
 _NODEUP: Final = Atom("nodeup")
-_NODEDOWN: Final = Atom("nodedown")
 _EXT: Final = "beamish.cluster.pg"
 
 
@@ -586,7 +585,7 @@ class _Scope(GenServer):
                 send((st.name, msg[1]), (_DISCOVER, st.pid))
             return True
         # nodedown: pg waits for the DOWN of the peer's scope.
-        return tag == _NODEDOWN and n == 2
+        return tag == NODEDOWN and n == 2
 
     def _from_peer_node(self, peer: Pid, groups: Iterable[tuple[Term, Term, list[Pid]]], st: _State) -> bool:
         """pg's `handle_sync`: what the peer scope says it has replaces what we knew."""
