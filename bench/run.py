@@ -395,3 +395,4 @@ if __name__ == "__main__":
     run_script("bench_remote.py")
     run_script("bench_cluster.py")
     run_script("bench_global.py")
+    run_script("bench_pg.py")

@@ -15,6 +15,8 @@ WORKLOADS = [
     "call_telemetry_off", "call_telemetry_on", "cast_telemetry_off", "cast_telemetry_on",
     "global_register_3nodes", "global_register_3nodes_erlang", "global_register_ratio",
     "breaker_floor", "breaker_call", "breaker_call_timeout", "pybreaker_call", "aiobreaker_call",
+    "pg_join_leave", "pg_join_visible_on_peer", "pubsub_local_fanout", "pubsub_remote_broadcast",
+    "remote_cast_same_pair",
 ]
 
 

@@ -67,8 +67,8 @@ PUBLIC: dict[str, list[str]] = {
         "stop_supervised", "wait_for_exit",
     ],
     "beamish.cluster": [
-        "Backoff", "Cluster", "Dns", "EpmdHosts", "Static", "Strategy", "Topology", "TopologyStatus",
-        "global_", "parse_topologies",
+        "Backoff", "Cluster", "Dns", "EpmdHosts", "PubSub", "Static", "Strategy", "Topology",
+        "TopologyStatus", "discovery", "global_", "parse_topologies", "pg",
     ],
     "beamish.cluster.formation": [],
     "beamish.dist": [
@@ -89,6 +89,15 @@ PUBLIC: dict[str, list[str]] = {
     "beamish.dist.shell": ["SERVICE", "complete", "remsh", "serve"],
     "beamish.dist.rpc": ["BadRpc", "call", "cast"],
     "beamish.dist.tls": [],
+    "beamish.cluster.discovery": [
+        "Instance", "child_spec", "discover", "register_service", "report_load", "select", "start_link",
+        "unregister_service", "unwatch", "watch",
+    ],
+    "beamish.cluster.pg": [
+        "child_spec", "demonitor", "get_local_members", "get_members", "join", "leave", "monitor",
+        "monitor_scope", "start", "start_link", "which_groups", "which_local_groups",
+    ],
+    "beamish.cluster.pubsub": [],
 }  # fmt: skip
 
 # Public modules that are a table of constants (wire numbers), not an API of
