@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -221,5 +221,99 @@ def test_global_names_through_a_real_partition_and_its_heal(two_sides: TwoSides)
     for b in (b0, b1):
         assert b.eval("cluster.global_.whereis_name(Atom('victim'))") == "None"
     # No Erlang process crashed (a tick timeout's "not responding" report is not a crash).
+    for e in (e0, e1):
+        assert not [line for line in e.output if "CRASH REPORT" in line or "crasher" in line or "terminating" in line], e.output
+
+
+OWNER = """
+async def owner():
+    await cluster.pg.start_link()
+    await cluster.PubSub.start_link(name="Part.PubSub")
+    env["ready"] = True
+    await beamish.receive(lambda m: False)
+
+async def member():
+    await cluster.pg.join(Atom("grp"), beamish.self())
+    await beamish.receive(lambda m: False)
+
+async def subscriber():
+    cluster.PubSub.subscribe("Part.PubSub", "t")
+    env["got"] = []
+    while True:
+        env["got"].append(await beamish.receive())
+
+env["owner"] = beamish.spawn(owner)
+"""
+
+MEMBERS_PY = "sorted(str(p.node).split('@')[0][:2] for p in cluster.pg.get_members(Atom('grp')))"
+MEMBERS_ERL = "lists:sort([lists:sublist(atom_to_list(node(P)), 2) || P <- pg:get_members(grp)])."
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_pg_members_and_pubsub_through_a_real_partition(two_sides: TwoSides) -> None:
+    """pg members of the other side go at the cut; one that died meanwhile
+    never comes back; PubSub subscribers on the broadcaster's side get every
+    message sent during the cut, the others every message after the heal."""
+    net, (left, right) = two_sides.net, two_sides.sides
+    b0, e0 = left
+    b1, e1 = right
+    assert isinstance(b0, BeamishNode) and isinstance(b1, BeamishNode)
+    assert isinstance(e0, ErlNode) and isinstance(e1, ErlNode)
+    for b in (b0, b1):
+        b.eval(OWNER)
+        wait_until(lambda b=b: b.eval("env.get('ready')") == "True", 10, "pg and PubSub up")  # type: ignore[misc]
+        b.eval("env.__setitem__('m', beamish.spawn(member)) or env.__setitem__('sub', beamish.spawn(subscriber))")
+    for e in (e0, e1):
+        e.eval("{ok, _} = pg:start(pg), ok.")
+        e.eval("Member1 = spawn(fun() -> ok = pg:join(grp, self()), receive stop -> ok end end), ok.")
+    everyone = ["b0", "b1", "e0", "e1"]
+
+    def agree(nodes: list[NetNode], want: list[str]) -> Callable[[], bool]:
+        def check() -> bool:
+            views = [n.eval(MEMBERS_PY) if isinstance(n, BeamishNode) else n.eval(MEMBERS_ERL) for n in nodes]
+            return all(v.replace('"', "'").replace(" ", "") == repr(want).replace(" ", "") for v in views)
+
+        return check
+
+    wait_until(agree(two_sides.nodes, everyone), 10, "four members everywhere")
+
+    two_sides.mark()
+    net.cut(net.ns[1])
+    for node in left:
+        for other in right:
+            assert node.wait_event("nodedown", other.name, timeout=DETECTED_WITHIN).reason == "net_tick_timeout"
+    for node in right:
+        for other in left:
+            node.wait_event("nodedown", other.name, timeout=DETECTED_WITHIN)
+    wait_until(agree(left, ["b0", "e0"]), 10, "the left side's members")
+    wait_until(agree(right, ["b1", "e1"]), 10, "the right side's members")
+    # During the cut: e1's member leaves for good and another joins; b0 broadcasts.
+    e1.eval("Member1 ! stop, Member2 = spawn(fun() -> ok = pg:join(grp, self()), receive stop -> ok end end), ok.")
+    b0.eval("[cluster.PubSub.broadcast('Part.PubSub', 't', ('during', i)) for i in range(30)] and None")
+    wait_until(lambda: b0.eval("len(env['got'])") == "30", 10, "the left subscriber's 30 messages")
+    assert b0.eval("[m[1] for m in env['got']] == list(range(30))") == "True"
+    assert b1.eval("len(env['got'])") == "0"
+
+    two_sides.mark()
+    net.heal(net.ns[1])
+    for b in (b0, b1):
+        for other in two_sides.nodes:
+            if other is not b and other.ns is not b.ns:
+                b.wait_event("nodeup", other.name, timeout=20)
+    assert e0.eval(f"net_adm:ping('{e1.name}').") == "pong"
+    # One member per node everywhere: e1's first member (gone during the cut) is nowhere.
+    wait_until(agree(two_sides.nodes, everyone), 15, "four members everywhere after the heal")
+    for e in (e0, e1):
+        assert e.eval("global:sync().") == "ok"
+    b0.eval("[cluster.PubSub.broadcast('Part.PubSub', 't', ('after', i)) for i in range(30)] and None")
+    wait_until(lambda: b1.eval("len(env['got'])") == "30", 10, "the right subscriber's 30 messages after the heal")
+    assert b1.eval("[m for m in env['got']] == [('after', i) for i in range(30)]") == "True"
     for e in (e0, e1):
         assert not [line for line in e.output if "CRASH REPORT" in line or "crasher" in line or "terminating" in line], e.output
