@@ -32,6 +32,7 @@ CLUSTER = 'beamish.run(main, name="py@127.0.0.1")'
 TLS = "tls=dist.TlsOptions("
 GLOBAL = "await global_.register_name(Atom(\"leader\")"
 BREAKER = "from beamish import CircuitBreaker, CircuitOpen"
+PUBSUB = 'PubSub.subscribe("MyApp.PubSub", "room:lobby")'
 
 
 def blocks(lang: str) -> list[str]:
@@ -44,7 +45,7 @@ def block(marker: str, lang: str = "python") -> str:
 
 
 def test_every_python_block_has_its_test_here() -> None:
-    markers = [TASTE, APPLICATION, TESTING, CLUSTER, TLS, GLOBAL, BREAKER]
+    markers = [TASTE, APPLICATION, TESTING, CLUSTER, TLS, GLOBAL, BREAKER, PUBSUB]
     for b in blocks("python"):
         assert sum(m in b for m in markers) == 1, f"a README block no test here runs:\n{b}"
     assert len(blocks("python")) == len(markers)
@@ -194,3 +195,15 @@ def test_the_global_blocks_share_names_with_an_erlang_node() -> None:
 
         trans, count, leader = beamish.run(main, name=f"{unique_name('readme_gl_py')}@{HOST}")
         assert trans == "updated" and count == 0 and isinstance(leader, beamish.Pid)
+
+
+def test_the_pubsub_block_delivers_to_its_subscriber() -> None:
+    code = compile(block(PUBSUB), "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+    async def main() -> object:
+        result = eval(code, {})  # the README's own code
+        if inspect.iscoroutine(result):
+            await result
+        return await beamish.receive(timeout=5)
+
+    assert beamish.run(main) == ("new_msg", "hello")
