@@ -249,7 +249,7 @@ def test_two_nodes_registering_one_name_at_once_exactly_one_wins() -> None:
         asyncio.run(main())
 
 
-@pytest.mark.parametrize("method", ["random_exit_name", "notify_all_name", "python"])
+@pytest.mark.parametrize("method", ["random_exit_name", "random_notify_name", "notify_all_name", "python"])
 def test_a_healed_partition_with_a_name_on_both_sides_runs_the_resolve_function(method: str) -> None:
     cookie = new_cookie()
     with erl_node("gp", cookie=cookie) as a:
@@ -311,6 +311,12 @@ def test_a_healed_partition_with_a_name_on_both_sides_runs_the_resolve_function(
                     await until(lambda: settled(low), 10, "the name on the smaller node's pid")
                     owner = p if high.node == p.name else q
                     assert await owner.call(lambda: beamish.is_alive(high)) is False
+                elif method == "random_notify_name":
+                    await until(lambda: settled(low), 10, "the name on the smaller node's pid")
+                    await until(lambda: asyncio.sleep(0, len(reports) == 1), 5, "the loser notified")
+                    assert reports == [(high, (Atom("global_name_conflict"), name))]
+                    owner = p if high.node == p.name else q
+                    assert await owner.call(lambda: beamish.is_alive(high)) is True
                 elif method == "notify_all_name":
                     await until(lambda: settled("undefined"), 10, "the name dropped")
                     await until(lambda: asyncio.sleep(0, len(reports) == 2), 5, "both notified")
