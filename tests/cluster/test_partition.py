@@ -161,6 +161,19 @@ def test_a_two_by_two_cluster_splits_along_the_cut_and_joins_again(two_sides: Tw
         message_flows(b, e, "across")
 
 
+def heal_and_rejoin(two_sides: TwoSides) -> None:
+    """Heal the cut; the beamish nodes' formation joins them to the other
+    side, the erl nodes are joined by hand."""
+    net, (left, right) = two_sides.net, two_sides.sides
+    two_sides.mark()
+    net.heal(net.ns[1])
+    for b in (left[0], right[0]):
+        for other in two_sides.nodes:
+            if other is not b and other.ns is not b.ns:
+                b.wait_event("nodeup", other.name, timeout=20)
+    assert left[1].eval(f"net_adm:ping('{right[1].name}').") == "pong"
+
+
 def erl_owner(e: ErlNode, name: str) -> str:
     return e.eval(f"case global:whereis_name({name}) of undefined -> undefined; P -> {{node(P), is_pid(P)}} end.")
 
@@ -195,13 +208,7 @@ def test_global_names_through_a_real_partition_and_its_heal(two_sides: TwoSides)
     # Each side forgot the other's names at the nodedown (their monitors fired).
     assert b0.eval("cluster.global_.whereis_name(Atom('victim'))") == "None"
 
-    two_sides.mark()
-    net.heal(net.ns[1])
-    for b in (b0, b1):
-        for other in two_sides.nodes:
-            if other is not b and other.ns is not b.ns:
-                b.wait_event("nodeup", other.name, timeout=20)
-    assert e0.eval(f"net_adm:ping('{e1.name}').") == "pong"
+    heal_and_rejoin(two_sides)
     for e in (e0, e1):
         assert e.eval("global:sync().") == "ok"
     for b in (b0, b1):
@@ -301,13 +308,7 @@ def test_pg_members_and_pubsub_through_a_real_partition(two_sides: TwoSides) -> 
     assert b0.eval("[m[1] for m in env['got']] == list(range(30))") == "True"
     assert b1.eval("len(env['got'])") == "0"
 
-    two_sides.mark()
-    net.heal(net.ns[1])
-    for b in (b0, b1):
-        for other in two_sides.nodes:
-            if other is not b and other.ns is not b.ns:
-                b.wait_event("nodeup", other.name, timeout=20)
-    assert e0.eval(f"net_adm:ping('{e1.name}').") == "pong"
+    heal_and_rejoin(two_sides)
     # One member per node everywhere: e1's first member (gone during the cut) is nowhere.
     wait_until(agree(two_sides.nodes, everyone), 15, "four members everywhere after the heal")
     for e in (e0, e1):
