@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODES   ?= 1
 
-.PHONY: demo test lint typecheck pytest bench erlang netns clean
+.PHONY: demo test lint typecheck pytest bench erlang netns node clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(BIN)/python:
 # setup.py builds the C codec: editing it rebuilds.
 $(STAMP): pyproject.toml setup.py src/beamish/dist/_etf_c.c | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,uvloop,config,bench]'
+	$(BIN)/python -m pip install -q -e '.[test,uvloop,config,bench,apps]'
 	touch $(STAMP)
 
 # Debian's erlang and elixir for the interop tests, when missing and apt is there.
@@ -37,16 +37,32 @@ netns:
 	  else echo "apt-get not found: partition tests need iproute2 (ip, tc)"; fi; \
 	fi
 
+# The chat's JavaScript (Phoenix's client, and ws for tests run from Node), from the
+# committed lockfile; Debian's nodejs and npm when missing.
+CHAT_ASSETS := apps/chat/assets
+NODE_STAMP  := $(CHAT_ASSETS)/node_modules/.installed
+$(NODE_STAMP): $(CHAT_ASSETS)/package.json $(CHAT_ASSETS)/package-lock.json
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "apt-get not found: the chat needs node and npm"; fi; \
+	fi
+	cd $(CHAT_ASSETS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node: $(NODE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python examples/showcase.py --nodes $(NODES)
 
 lint: $(STAMP)
-	$(BIN)/ruff check --no-cache src tests examples bench
+	$(BIN)/ruff check --no-cache src tests examples bench apps
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) erlang netns
+pytest: $(STAMP) erlang netns node
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
