@@ -52,6 +52,11 @@ EXPECTED: dict[str, list[str]] = {
         "after the wait: half_open",
         "state: closed; calls 6, failures 5, rejections 1",
     ],
+    "chat_room.py": [
+        "system: ann joined the room (datetime)",
+        "ann: hello, room (datetime)",
+        "users: ['ann'] messages kept: 1",
+    ],
     "service_discovery.py": [
         "discover payments: http://10.0.0.7:4000", "discover unknown: none",
         "node 2 discovers payments at http://10.0.0.7:4000", "node 1: payments is gone",
