@@ -395,4 +395,5 @@ if __name__ == "__main__":
     run_script("bench_remote.py")
     run_script("bench_cluster.py")
     run_script("bench_global.py")
+    run_script("bench_chat.py")
     run_script("bench_pg.py")

@@ -170,6 +170,8 @@ async def serve_socket(
                         out = channel.handle_info(msg, topic, socket)
                         if out is not None:
                             await push(jref, None, topic, *out)
+    except ConnectionError:
+        return  # the client went while we wrote to it: the normal end of a socket
     finally:
         beamish.cancel_timer(timer)
         for topic, (_, channel) in list(joined.items()):

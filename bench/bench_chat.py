@@ -1,0 +1,180 @@
+"""The chat under load (issue 15 §5): N WebSocket clients in one room.
+
+Two servers, each in its own OS process, measured in the same run with the
+same clients (aiohttp WebSockets in this process):
+- the floor: a bare `websockets` server whose handler `websockets.broadcast`s
+  every text frame it receives to every connection;
+- ours: `apps.chat` (Phoenix frames, the room process, PubSub, presence).
+
+Prints `RESULT workload=chat_deliveries` and `chat_floor_deliveries`
+(deliveries/s when one client sends as fast as the server delivers), their
+ratio, and `chat_p50_ms`/`chat_p99_ms` (and the floor's) from send to
+receive at an offered 10k deliveries/s. Run: `python bench/bench_chat.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve(kind: str) -> None:
+    """Run a server and print its port (in the server's own process)."""
+    if kind == "floor":
+        import websockets
+        from websockets.asyncio.server import ServerConnection
+        from websockets.asyncio.server import serve as ws_serve
+
+        async def floor() -> None:
+            clients: set[object] = set()
+
+            async def handler(ws: ServerConnection) -> None:
+                clients.add(ws)
+                try:
+                    async for message in ws:
+                        websockets.broadcast(clients, message)  # type: ignore[arg-type]
+                finally:
+                    clients.discard(ws)
+
+            async with ws_serve(handler, "127.0.0.1", 0, max_size=2**16) as server:
+                print(next(iter(server.sockets)).getsockname()[1], flush=True)
+                await asyncio.Future()
+
+        asyncio.run(floor())
+        return
+    sys.path.insert(0, str(ROOT))
+    from apps.chat.socket import Limits
+
+    import beamish
+    from apps.chat import children, port
+    from beamish import Supervisor
+
+    async def chat() -> None:
+        await Supervisor.start_link(children(data_dir=tempfile.mkdtemp(), limits=Limits(rate=100_000)), strategy="one_for_one")
+        print(await port(), flush=True)
+        await beamish.receive(lambda m: False)
+
+    beamish.run(chat, lag_threshold=None, long_message_queue=None)
+
+
+async def clients(kind: str, url: str, n: int) -> tuple[list[aiohttp.ClientWebSocketResponse], aiohttp.ClientSession]:
+    session = aiohttp.ClientSession()
+    sockets = []
+    for i in range(n):
+        ws = await session.ws_connect(url, max_msg_size=2**20)
+        if kind == "chat":
+            await ws.send_str(json.dumps(["1", "1", "room:load", "phx_join", {"user": f"u{i}"}]))
+            while True:  # the join reply (presence pushes may come first)
+                frame = json.loads((await ws.receive()).data)
+                if frame[3] == "phx_reply":
+                    break
+        sockets.append(ws)
+    return sockets, session
+
+
+def stamp_of(kind: str, data: str) -> float | None:
+    if kind == "floor":
+        return float(data)
+    frame = json.loads(data)
+    return float(frame[4]["body"]) if frame[3] == "new_msg" else None
+
+
+async def run(kind: str, url: str, n: int, burst: int, paced: int) -> tuple[float, float, float]:
+    sockets, session = await clients(kind, url, n)
+    sender = sockets[0]
+    latencies: list[float] = []
+    got = 0
+    done = asyncio.Event()
+    expected = 0
+
+    async def reader(ws: aiohttp.ClientWebSocketResponse) -> None:
+        nonlocal got
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            stamp = stamp_of(kind, message.data)
+            if stamp is None:
+                continue
+            latencies.append(time.perf_counter() - stamp)
+            got += 1
+            if got >= expected:
+                done.set()
+
+    readers = [asyncio.ensure_future(reader(ws)) for ws in sockets]
+
+    def frame(stamp: float) -> str:
+        if kind == "floor":
+            return repr(stamp)
+        return json.dumps(["1", None, "room:load", "new_msg", {"body": repr(stamp)}])
+
+    # As fast as it goes: deliveries/s.
+    expected = burst * n
+    t0 = time.perf_counter()
+    for _ in range(burst):
+        await sender.send_str(frame(time.perf_counter()))
+    await asyncio.wait_for(done.wait(), 120)
+    rate = expected / (time.perf_counter() - t0)
+    # Paced at 10k deliveries/s offered: latency.
+    latencies.clear()
+    got, expected = 0, paced * n
+    done.clear()
+    gap = n / 10_000
+    for _ in range(paced):
+        await sender.send_str(frame(time.perf_counter()))
+        await asyncio.sleep(gap)
+    await asyncio.wait_for(done.wait(), 120)
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000
+    for ws in sockets:
+        await ws.close()
+    for r in readers:
+        r.cancel()
+    await session.close()
+    return rate, p50, p99
+
+
+def measure(kind: str, n: int, burst: int, paced: int) -> tuple[float, float, float]:
+    server = subprocess.Popen([sys.executable, __file__, "--serve", kind], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert server.stdout is not None
+        http_port = int(server.stdout.readline())
+        path = "/socket/websocket?vsn=2.0.0" if kind == "chat" else "/"
+        return asyncio.run(run(kind, f"ws://127.0.0.1:{http_port}{path}", n, burst, paced))
+    finally:
+        server.kill()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve", choices=["floor", "chat"])
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    n, burst, paced = (50, 20, 20) if args.quick else (1000, 30, 30)
+    floor = measure("floor", n, burst, paced)
+    ours = measure("chat", n, burst, paced)
+    print(f"RESULT workload=chat_floor_deliveries value={floor[0]:.0f} unit=deliveries/s", flush=True)
+    print(f"RESULT workload=chat_deliveries value={ours[0]:.0f} unit=deliveries/s floor={floor[0]:.0f} ratio={ours[0] / floor[0]:.2f}", flush=True)
+    print(f"RESULT workload=chat_floor_p50_ms value={floor[1]:.2f} unit=ms", flush=True)
+    print(f"RESULT workload=chat_floor_p99_ms value={floor[2]:.2f} unit=ms", flush=True)
+    print(f"RESULT workload=chat_p50_ms value={ours[1]:.2f} unit=ms", flush=True)
+    print(f"RESULT workload=chat_p99_ms value={ours[2]:.2f} unit=ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
