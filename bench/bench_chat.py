@@ -47,7 +47,7 @@ def serve(kind: str) -> None:
                 finally:
                     clients.discard(ws)
 
-            async with ws_serve(handler, "127.0.0.1", 0, max_size=2**16) as server:
+            async with ws_serve(handler, "127.0.0.1", 0, max_size=2**16, ping_interval=None) as server:
                 print(next(iter(server.sockets)).getsockname()[1], flush=True)
                 await asyncio.Future()
 
@@ -69,17 +69,21 @@ def serve(kind: str) -> None:
 
 
 async def clients(kind: str, url: str, n: int) -> tuple[list[aiohttp.ClientWebSocketResponse], aiohttp.ClientSession]:
-    session = aiohttp.ClientSession()
-    sockets = []
-    for i in range(n):
-        ws = await session.ws_connect(url, max_msg_size=2**20)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def one(i: int) -> aiohttp.ClientWebSocketResponse:
+        ws = await session.ws_connect(url, max_msg_size=2**20, autoping=True, heartbeat=None)
         if kind == "chat":
             await ws.send_str(json.dumps(["1", "1", "room:load", "phx_join", {"user": f"u{i}"}]))
             while True:  # the join reply (presence pushes may come first)
                 frame = json.loads((await ws.receive()).data)
                 if frame[3] == "phx_reply":
                     break
-        sockets.append(ws)
+        return ws
+
+    sockets: list[aiohttp.ClientWebSocketResponse] = []
+    for start in range(0, n, 50):  # 50 at a time: a listen backlog's worth
+        sockets += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 50))))
     return sockets, session
 
 
@@ -98,11 +102,14 @@ async def run(kind: str, url: str, n: int, burst: int, paced: int) -> tuple[floa
     done = asyncio.Event()
     expected = 0
 
+    last_frame = time.perf_counter()
+
     async def reader(ws: aiohttp.ClientWebSocketResponse) -> None:
-        nonlocal got
+        nonlocal got, last_frame
         async for message in ws:
             if message.type != aiohttp.WSMsgType.TEXT:
                 break
+            last_frame = time.perf_counter()
             stamp = stamp_of(kind, message.data)
             if stamp is None:
                 continue
@@ -112,6 +119,9 @@ async def run(kind: str, url: str, n: int, burst: int, paced: int) -> tuple[floa
                 done.set()
 
     readers = [asyncio.ensure_future(reader(ws)) for ws in sockets]
+    # Let the joins' presence traffic (n joins, n pushes each) settle first.
+    while time.perf_counter() - last_frame < 1.0:  # noqa: ASYNC110 - waiting for quiet, not an event
+        await asyncio.sleep(0.2)
 
     def frame(stamp: float) -> str:
         if kind == "floor":

@@ -58,8 +58,8 @@ class RoomChannel:
         match msg:
             case ("after_join",):
                 return ("presence_state", socket.assigns.pop(f"presence:{topic}", {}))
-            case ("room_msg", room, message) if topic == f"room:{room}":
-                return ("new_msg", message)
+            case ("room_msg", room, _, str(frame)) if topic == f"room:{room}":
+                return ("raw", frame)
             case ("presence_diff", t, diff) if t == topic:
                 return ("presence_diff", diff)
         return None

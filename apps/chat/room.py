@@ -25,6 +25,7 @@ import beamish
 from beamish import DynamicSupervisor, GenServer, NoReply, Pid, Registry, Reply, StartError
 from beamish.cluster import PubSub
 
+from .socket import encode
 from .store import Store
 
 PUBSUB = "Chat.PubSub"
@@ -88,8 +89,11 @@ class Room(GenServer):
         match request:
             case ("post", str(user), str(body)):
                 message = {"user": user, "body": body, "at": time.time()}
-                # Every node's room (this one included) keeps it when the broadcast arrives.
-                PubSub.broadcast(PUBSUB, topic(st["room"]), ("room_msg", st["room"], message))
+                # Encoded once for every socket (Phoenix's fastlane: a broadcast's
+                # frame has no join_ref); every node's room, this one included,
+                # keeps the message when the broadcast arrives.
+                frame = encode(None, None, topic(st["room"]), "new_msg", message)
+                PubSub.broadcast(PUBSUB, topic(st["room"]), ("room_msg", st["room"], message, frame))
                 return Reply(message, st)
             case "history":
                 return Reply(list(st["history"]), st)
@@ -97,7 +101,7 @@ class Room(GenServer):
 
     def handle_info(self, msg: Any, st: dict[str, Any]) -> NoReply:
         match msg:
-            case ("room_msg", _, {"user": str(user), "body": str(body), "at": at} as message):
+            case ("room_msg", _, {"user": str(user), "body": str(body), "at": at} as message, _):
                 st["history"].append(message)
                 Store.append(STORE, st["room"], user, body, float(at))
         return NoReply(st)

@@ -75,7 +75,9 @@ class Socket:
 class Channel(Protocol):
     """A channel (Phoenix's `use Phoenix.Channel`): `join` returns `("ok",
     response)` or `("error", {"reason": ...})`; `handle_in` an optional reply;
-    `handle_info` what to push `(event, payload)` or None; `terminate`."""
+    `handle_info` what to push `(event, payload)`, `("raw", frame)` (a
+    broadcast encoded once for every socket, join_ref null, as Phoenix's
+    fastlane sends it) or None; `terminate`."""
 
     async def join(self, topic: str, payload: Any, socket: Socket) -> tuple[str, Any]: ...
     async def handle_in(self, event: str, payload: Any, topic: str, socket: Socket) -> tuple[str, Any] | None: ...
@@ -168,7 +170,11 @@ async def serve_socket(
                 case _:
                     for topic, (jref, channel) in list(joined.items()):
                         out = channel.handle_info(msg, topic, socket)
-                        if out is not None:
+                        if out is None:
+                            continue
+                        if out[0] == "raw":  # a frame encoded once for all (fastlane)
+                            await transport.send_str(out[1])
+                        else:
                             await push(jref, None, topic, *out)
     except ConnectionError:
         return  # the client went while we wrote to it: the normal end of a socket
