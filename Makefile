@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODES   ?= 1
 
-.PHONY: demo test lint typecheck pytest bench erlang netns node clean
+.PHONY: demo test lint typecheck pytest bench erlang netns node browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,16 @@ $(NODE_STAMP): $(CHAT_ASSETS)/package.json $(CHAT_ASSETS)/package-lock.json
 
 node: $(NODE_STAMP)
 
+# Debian's chromium for the browser tests (Playwright drives it by executable_path;
+# `playwright install` is never run). In CI a missing browser fails the tests.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  else echo "apt-get not found: browser tests need chromium"; fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/python examples/showcase.py --nodes $(NODES)
 
@@ -62,7 +72,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) erlang netns node
+pytest: $(STAMP) erlang netns node browser
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
