@@ -18,9 +18,8 @@ import pytest
 from tests.interop.erlang import HOST, ensure_epmd, new_cookie, unique_name
 
 import beamish
-from beamish import Supervisor, dist
-
 from apps.chat import children, port
+from beamish import Supervisor, dist
 
 ROOT = Path(__file__).resolve().parents[3]
 
