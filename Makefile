@@ -63,8 +63,8 @@ browser:
 	  else echo "apt-get not found: browser tests need chromium"; fi; \
 	fi
 
-demo: $(STAMP)
-	$(BIN)/python examples/showcase.py --nodes $(NODES)
+demo: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python examples/demo.py --nodes $(NODES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check --no-cache src tests examples bench apps

@@ -1,0 +1,111 @@
+"""`make demo`: the showcase's tour, then the applications as a local cluster,
+one OS process per node, until Ctrl-C.
+
+With `--nodes 1` or `2` one chat node serves the chat; with 3 or more two do
+(`chat:` and `chat-2:`, sharing rooms and presence over the distribution
+protocol). Once everything is up it prints one line per service,
+`<service>: http://127.0.0.1:<port>/`, and what to do with them; Ctrl-C
+(or SIGTERM) stops every node it started.
+
+Run: `make demo` (`make demo NODES=3`), or `python examples/demo.py --nodes 3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_node(name: str, app: str, cookie: str, env: dict[str, str], connect: list[str]) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "beamish", "run", app, "--name", name, "--cookie", cookie]
+    for peer in connect:
+        args += ["--connect", peer]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+
+def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 60.0) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a node exited before it said {prefix!r}")
+        if line.startswith(prefix):
+            return line.strip()[len(prefix):].strip()
+    raise RuntimeError(f"no {prefix!r} within {timeout} s")
+
+
+def _drain(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    for _ in proc.stdout:
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="the beamish demo")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--for", dest="seconds", type=float, default=None, help="stop after this many seconds (tests)")
+    args = parser.parse_args()
+    if args.nodes < 1:
+        sys.exit("--nodes must be at least 1")
+    subprocess.run([sys.executable, str(ROOT / "examples" / "showcase.py"), "--nodes", str(args.nodes)], check=True)
+
+    cookie = secrets.token_hex(8)
+    suffix = secrets.token_hex(3)
+    data = Path(tempfile.mkdtemp(prefix="beamish-demo-"))
+    procs: list[subprocess.Popen[str]] = []
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        services: list[tuple[str, str]] = []
+        chat_nodes = 2 if args.nodes >= 3 else 1
+        first = f"demo_chat1_{suffix}@127.0.0.1"
+        for i in range(1, chat_nodes + 1):
+            name = first if i == 1 else f"demo_chat{i}_{suffix}@127.0.0.1"
+            proc = start_node(name, "apps.chat:Chat", cookie, {"CHAT_DATA_DIR": str(data / f"chat{i}")}, [first] if i > 1 else [])
+            procs.append(proc)
+            services.append(("chat" if i == 1 else f"chat-{i}", wait_for_line(proc, "chat:")))
+        for p in procs:  # keep reading their output, so a chatty node never blocks on a full pipe
+            threading.Thread(target=_drain, args=(p,), daemon=True).start()
+        for service, url in services:
+            print(f"{service}: {url}", flush=True)
+        print("open the chat in two browser windows (one per chat line with NODES=3); Ctrl-C stops everything", flush=True)
+        deadline = None if args.seconds is None else time.monotonic() + args.seconds
+        while not stopping and (deadline is None or time.monotonic() < deadline):
+            if any(p.poll() is not None for p in procs):
+                print("a node stopped; stopping the demo", flush=True)
+                return 1
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        print("demo stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
