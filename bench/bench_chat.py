@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,11 +70,11 @@ def serve(kind: str) -> None:
     beamish.run(chat, lag_threshold=None, long_message_queue=None)
 
 
-async def clients(kind: str, url: str, n: int) -> tuple[list[aiohttp.ClientWebSocketResponse], aiohttp.ClientSession]:
+async def clients(kind: str, urls: list[str], n: int) -> tuple[list[aiohttp.ClientWebSocketResponse], aiohttp.ClientSession]:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def one(i: int) -> aiohttp.ClientWebSocketResponse:
-        ws = await session.ws_connect(url, max_msg_size=2**20, autoping=True, heartbeat=None)
+        ws = await session.ws_connect(urls[i % len(urls)], max_msg_size=2**20, autoping=True, heartbeat=None)
         if kind == "chat":
             await ws.send_str(json.dumps(["1", "1", "room:load", "phx_join", {"user": f"u{i}"}]))
             while True:  # the join reply (presence pushes may come first)
@@ -94,8 +96,8 @@ def stamp_of(kind: str, data: str) -> float | None:
     return float(frame[4]["body"]) if frame[3] == "new_msg" else None
 
 
-async def run(kind: str, url: str, n: int, burst: int, paced: int) -> tuple[float, float, float]:
-    sockets, session = await clients(kind, url, n)
+async def run(kind: str, urls: list[str], n: int, burst: int, paced: int) -> tuple[float, float, float]:
+    sockets, session = await clients(kind, urls, n)
     sender = sockets[0]
     latencies: list[float] = []
     got = 0
@@ -156,15 +158,50 @@ async def run(kind: str, url: str, n: int, burst: int, paced: int) -> tuple[floa
 
 
 def measure(kind: str, n: int, burst: int, paced: int) -> tuple[float, float, float]:
+    if kind == "chat2":
+        return measure_two_nodes(n, burst, paced)
     server = subprocess.Popen([sys.executable, __file__, "--serve", kind], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert server.stdout is not None
         http_port = int(server.stdout.readline())
         path = "/socket/websocket?vsn=2.0.0" if kind == "chat" else "/"
-        return asyncio.run(run(kind, f"ws://127.0.0.1:{http_port}{path}", n, burst, paced))
+        return asyncio.run(run(kind, [f"ws://127.0.0.1:{http_port}{path}"], n, burst, paced))
     finally:
         server.kill()
         server.wait()
+
+
+def measure_two_nodes(n: int, burst: int, paced: int) -> tuple[float, float, float]:
+    """Two chat nodes in one cluster (`beamish run`), the clients split
+    between them, the sender on the first: every message crosses nodes."""
+    import secrets
+
+    cookie, suffix = secrets.token_hex(8), secrets.token_hex(3)
+    first = f"benchchat1_{suffix}@127.0.0.1"
+    procs = []
+    urls = []
+    try:
+        for i, connect in ((1, []), (2, ["--connect", first])):
+            env = {**os.environ, "CHAT_DATA_DIR": tempfile.mkdtemp(), "PYTHONUNBUFFERED": "1"}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "beamish", "run", "apps.chat:Chat", "--name", first if i == 1 else f"benchchat2_{suffix}@127.0.0.1",
+                 "--cookie", cookie, *connect],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
+            )  # fmt: skip
+            procs.append(proc)
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            while not line.startswith("chat: "):
+                line = proc.stdout.readline()
+                assert line, "a chat node exited"
+            urls.append(line.split()[1].replace("http://", "ws://") + "socket/websocket?vsn=2.0.0")
+        for proc in procs:  # never let a full pipe block a node
+            threading.Thread(target=lambda p=proc: [None for _ in p.stdout], daemon=True).start()
+        return asyncio.run(run("chat", urls, n, burst, paced))
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def main() -> None:
@@ -178,12 +215,16 @@ def main() -> None:
     n, burst, paced = (50, 20, 20) if args.quick else (1000, 30, 30)
     floor = measure("floor", n, burst, paced)
     ours = measure("chat", n, burst, paced)
+    two = measure("chat2", n, burst, paced)
     print(f"RESULT workload=chat_floor_deliveries value={floor[0]:.0f} unit=deliveries/s", flush=True)
     print(f"RESULT workload=chat_deliveries value={ours[0]:.0f} unit=deliveries/s floor={floor[0]:.0f} ratio={ours[0] / floor[0]:.2f}", flush=True)
     print(f"RESULT workload=chat_floor_p50_ms value={floor[1]:.2f} unit=ms", flush=True)
     print(f"RESULT workload=chat_floor_p99_ms value={floor[2]:.2f} unit=ms", flush=True)
     print(f"RESULT workload=chat_p50_ms value={ours[1]:.2f} unit=ms", flush=True)
     print(f"RESULT workload=chat_p99_ms value={ours[2]:.2f} unit=ms", flush=True)
+    print(f"RESULT workload=chat_2nodes_deliveries value={two[0]:.0f} unit=deliveries/s floor={floor[0]:.0f} ratio={two[0] / floor[0]:.2f}", flush=True)
+    print(f"RESULT workload=chat_2nodes_p50_ms value={two[1]:.2f} unit=ms", flush=True)
+    print(f"RESULT workload=chat_2nodes_p99_ms value={two[2]:.2f} unit=ms", flush=True)
 
 
 if __name__ == "__main__":
