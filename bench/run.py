@@ -252,6 +252,23 @@ async def bench_telemetry(calls: int, casts: int) -> tuple[float, float, float, 
     return min(off_call), min(on_call), max(off_cast), max(on_cast)
 
 
+async def bench_metrics_scrape(count: int) -> float:
+    """ms to render a node's /metrics (beamish.observer) with `count` processes alive."""
+    from beamish.node import current_node
+    from beamish.observer import MetricsExporter
+
+    pids = [beamish.spawn(beamish.receive) for _ in range(count)]
+    exporter = MetricsExporter(current_node())
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        exporter.scrape()
+        best = min(best, time.perf_counter() - t0)
+    for pid in pids:
+        beamish.exit(pid, "kill")
+    return best * 1000
+
+
 async def bench_ring(size: int, rounds: int) -> float:
     me = beamish.self()
 
@@ -357,6 +374,7 @@ async def main() -> None:
     result("call_telemetry_on", on_call, "us", off_call)  # target: ratio <= 1.10
     result("cast_telemetry_off", off_cast, "msgs/s")
     result("cast_telemetry_on", on_cast, "msgs/s", off_cast)
+    result("metrics_scrape_100k", await bench_metrics_scrape(n(100_000, 2_000)), "ms")  # target: at most 50
     result("ring", await bench_ring(1_000, n(1_000, 20)), "hops/s")
     result("fanout", await bench_fanout(1_000, n(1_000, 20)), "deliveries/s")
     depths = [10, 1_000, 100_000, 1_000_000] if not QUICK else [10, 1_000, 10_000]

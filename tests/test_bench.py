@@ -12,7 +12,7 @@ WORKLOADS = [
     "floor_future_pingpong", "floor_deque", "floor_task_spawn", "spawn", "spawn_idle_memory", "genserver_idle_memory",
     "call", "cast", "ring", "fanout", "mailbox_drain_10", "selective_receive_skip_1000",
     "etf_encode_gen_call", "etf_decode_gen_call", "floor_tcp_pingpong", "remote_call", "remote_cast",
-    "call_telemetry_off", "call_telemetry_on", "cast_telemetry_off", "cast_telemetry_on",
+    "metrics_scrape_100k", "call_telemetry_off", "call_telemetry_on", "cast_telemetry_off", "cast_telemetry_on",
     "chat_deliveries", "chat_floor_deliveries", "chat_p50_ms", "chat_p99_ms", "chat_2nodes_deliveries", "chat_2nodes_p99_ms",
     "global_register_3nodes", "global_register_3nodes_erlang", "global_register_ratio",
     "breaker_floor", "breaker_call", "breaker_call_timeout", "pybreaker_call", "aiobreaker_call",

@@ -92,6 +92,12 @@ class FrameStream:
         self._flush_scheduled = False
         self._sent = False
         self._received = False
+        # What crossed the connection (`beamish.observer`'s metrics read them):
+        # counted per chunk and per flush, not per frame, to cost nothing.
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.frames_in = 0
+        self.frames_out = 0
         self._silent_intervals = 0
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -119,6 +125,8 @@ class FrameStream:
         if self._closed or not self._out:
             return
         data = b"".join(self._out)
+        self.frames_out += len(self._out) // 2
+        self.bytes_out += len(data)
         self._out.clear()
         self._sent = True
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -246,6 +254,7 @@ class _FrameProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.done.done():
             return
+        self.stream.bytes_in += len(data)
         if self._chunks:
             self._chunks.append(data)
             self._have += len(data)
@@ -271,6 +280,7 @@ class _FrameProtocol(asyncio.Protocol):
                     need = 4 + size
                     break
                 stream._received = True
+                stream.frames_in += 1
                 self.on_frame(data[pos + 4 : end])
                 pos = end
                 if self.done.done():  # on_frame closed the stream
