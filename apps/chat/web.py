@@ -10,7 +10,6 @@ endpoint. It only translates: each WebSocket becomes a beamish process
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ def make_app(limits: Limits) -> web.Application:
         return web.FileResponse(PHOENIX_JS, headers={"Content-Type": "text/javascript"})
 
     async def rooms(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"rooms": await _in_process(node, lambda: Store.rooms(STORE))})
+        return web.json_response({"rooms": await node.in_process(lambda: Store.rooms(STORE))})
 
     async def websocket(request: web.Request) -> web.StreamResponse:
         if request.query.get("vsn", "2.0.0") != "2.0.0":
@@ -75,20 +74,6 @@ def make_app(limits: Limits) -> web.Application:
     app.router.add_get("/socket/websocket", websocket)
     app.router.add_static("/static", STATIC)
     return app
-
-
-async def _in_process(node: Any, fn: Any) -> Any:
-    """Run `await fn()` in a new process of `node` (the edge is no process)."""
-    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-    async def body() -> None:
-        try:
-            done.set_result(await fn())
-        except BaseException as exc:
-            done.set_exception(exc)
-
-    node.spawn(body, (), link_to=None, name=None)
-    return await done
 
 
 class Web(GenServer):

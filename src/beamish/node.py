@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, overload
 
 from ._atoms import DOWN, EXIT, KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, PROCESS
@@ -327,6 +327,25 @@ class Node:
         proc = Process(self, pid, sys.intern(str(initial_call)))
         self.procs[pid.id] = proc
         return proc
+
+    async def in_process(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """`await fn()` in a new process of this node, for code that runs on
+        the node's loop but in no process (an HTTP handler, a test): what a
+        process may do (a call, a receive), `fn` may."""
+        done: asyncio.Future[T] = self.loop.create_future()
+
+        async def body() -> None:
+            try:
+                result = await fn()
+            except BaseException as exc:  # handed to the waiter, not a crash of the process
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            if not done.done():
+                done.set_result(result)
+
+        self.spawn(body, (), link_to=None, name=None)
+        return await done
 
     def spawn(
         self,

@@ -379,6 +379,8 @@ class _Start:
 class _Server(GenServer):
     """The supervisor process (a GenServer with OTP's supervisor logic)."""
 
+    _behaviour: ClassVar[str] = "Supervisor"  # what process_info (and the observer) say it is
+
     @classmethod
     async def launch(cls, start: _Start, *, link: bool, timeout: float | None) -> Pid | None:
         """Start a supervisor process (Supervisor's and DynamicSupervisor's start_link)."""

@@ -36,7 +36,6 @@ import code
 import codeop
 import functools
 import io
-import itertools
 import os
 import sys as _stdlib_sys
 import threading
@@ -216,7 +215,7 @@ def remsh(target: str, cookie: str | None = None, name: str | None = None,
         return await GenServer.call((SERVICE, target), (Atom("eval"), session, source), None)
 
     def run_remote(source: str) -> Term:
-        return asyncio.run_coroutine_threadsafe(_in_process(node, ask, source), loop).result()
+        return asyncio.run_coroutine_threadsafe(node.in_process(lambda: ask(source)), loop).result()
 
     console = _Console(run_remote, out)
     console.prompt = f"{target}> "
@@ -227,23 +226,6 @@ def remsh(target: str, cookie: str | None = None, name: str | None = None,
             loop.call_soon_threadsafe(stopping.set_result, None)
         thread.join(10)
     return 0
-
-
-_ids = itertools.count()
-
-
-async def _in_process(node: Any, fn: Callable[[str], Any], source: str) -> Term:
-    """Run `fn(source)` in a fresh process of `node` (a call needs one)."""
-    done: asyncio.Future[Term] = asyncio.get_running_loop().create_future()
-
-    async def body() -> None:
-        try:
-            done.set_result(await fn(source))
-        except BaseException as exc:
-            done.set_exception(exc)
-
-    node.spawn(body, (), link_to=None, name=None)
-    return await done
 
 
 class _Console(code.InteractiveConsole):
