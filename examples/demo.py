@@ -1,5 +1,7 @@
 """`make demo`: the showcase's tour, then the applications as a local cluster,
-one OS process per node, until Ctrl-C.
+one OS process per node, until Ctrl-C: the chat (`apps.chat`) and the
+observer of its first node (`beamish.observer`: its trees, processes and the
+other chat node over the distribution protocol; `/metrics` too).
 
 With `--nodes 1` or `2` one chat node serves the chat; with 3 or more two do
 (`chat:` and `chat-2:`, sharing rooms and presence over the distribution
@@ -26,8 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_node(name: str, app: str, cookie: str, env: dict[str, str], connect: list[str]) -> subprocess.Popen[str]:
+def start_node(name: str, app: str, cookie: str, env: dict[str, str], connect: list[str],
+               observer: bool = False) -> subprocess.Popen[str]:  # fmt: skip
     args = [sys.executable, "-m", "beamish", "run", app, "--name", name, "--cookie", cookie]
+    if observer:
+        args += ["--observer", "0"]
     for peer in connect:
         args += ["--connect", peer]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
@@ -78,14 +83,19 @@ def main() -> int:
         first = f"demo_chat1_{suffix}@127.0.0.1"
         for i in range(1, chat_nodes + 1):
             name = first if i == 1 else f"demo_chat{i}_{suffix}@127.0.0.1"
-            proc = start_node(name, "apps.chat:Chat", cookie, {"CHAT_DATA_DIR": str(data / f"chat{i}")}, [first] if i > 1 else [])
+            env = {"CHAT_DATA_DIR": str(data / f"chat{i}")}
+            proc = start_node(name, "apps.chat:Chat", cookie, env, [first] if i > 1 else [], observer=i == 1)
             procs.append(proc)
             services.append(("chat" if i == 1 else f"chat-{i}", wait_for_line(proc, "chat:")))
+            if i == 1:
+                observer = wait_for_line(proc, "observer:")
+        services.append(("observer", observer))
         for p in procs:  # keep reading their output, so a chatty node never blocks on a full pipe
             threading.Thread(target=_drain, args=(p,), daemon=True).start()
         for service, url in services:
             print(f"{service}: {url}", flush=True)
-        print("open the chat in two browser windows (one per chat line with NODES=3); Ctrl-C stops everything", flush=True)
+        print("open the chat in two browser windows (one per chat line with NODES=3), and the observer "
+              "to watch the nodes; Ctrl-C stops everything", flush=True)  # fmt: skip
         deadline = None if args.seconds is None else time.monotonic() + args.seconds
         while not stopping and (deadline is None or time.monotonic() < deadline):
             if any(p.poll() is not None for p in procs):

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize(("nodes", "services"), [(1, ["chat"]), (3, ["chat", "chat-2"])])
+@pytest.mark.parametrize(("nodes", "services"), [(1, ["chat", "observer"]), (3, ["chat", "chat-2", "observer"])])
 def test_the_demo_serves_its_services_and_stops_on_ctrl_c(nodes: int, services: list[str]) -> None:
     demo = subprocess.Popen(
         [sys.executable, "examples/demo.py", "--nodes", str(nodes)],
@@ -38,9 +38,9 @@ def test_the_demo_serves_its_services_and_stops_on_ctrl_c(nodes: int, services: 
                 seen[found[1]] = found[2]
         assert "restarted" in "".join(lines)  # the showcase ran first
         assert list(seen) == services
-        for url in seen.values():
+        for service, url in seen.items():
             with urllib.request.urlopen(url, timeout=10) as page:
-                assert page.status == 200 and b"beamish chat" in page.read()
+                assert page.status == 200 and (b"beamish observer" if service == "observer" else b"beamish chat") in page.read()
         demo.send_signal(signal.SIGINT)
         out, _ = demo.communicate(timeout=30)
         assert "demo stopped" in out

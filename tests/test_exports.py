@@ -54,7 +54,7 @@ PUBLIC: dict[str, list[str]] = {
     "beamish.registry": [],
     "beamish.supervisor": ["SupFlags"],
     "beamish.recon": ["proc_count", "proc_window"],
-    "beamish.observer": ["MetricsExporter", "metric_names", "serve_metrics"],
+    "beamish.observer": ["MetricsExporter", "Observer", "metric_names", "serve", "serve_metrics"],
     "beamish.observer.metrics": [],
     "beamish.sys": [
         "Status", "get_state", "get_status", "replace_state", "resume", "statistics", "suspend", "terminate",

@@ -65,6 +65,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1", help="address for distribution (with --name; default: loopback)")
     parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at boot (with --name)")
     parser.add_argument(
+        "--observer", type=int, metavar="PORT",
+        help="serve the observer page and /metrics on 127.0.0.1:PORT (0: any free port)",
+    )  # fmt: skip
+    parser.add_argument(
         "--stop-on-eof",
         action="store_true",
         help="stop as on SIGTERM when stdin ends (a parent holding the other end takes the node with it when it dies)",
@@ -96,6 +100,11 @@ def _run(args: argparse.Namespace) -> int:
         cfg = application.load_config(directory, env=args.env)
         app = application.load(args.app)
         await application.ensure_all_started(app, "permanent")
+        if args.observer is not None:
+            from .observer import serve as serve_observer
+
+            observer = await serve_observer(port=args.observer)
+            print(f"observer: http://127.0.0.1:{observer.port}/", flush=True)
         # Last: whoever waits for this line may count on the application.
         print(f"beamish: {app.name} started on {node.name} (env {cfg.env})", flush=True)
 

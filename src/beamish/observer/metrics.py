@@ -142,12 +142,17 @@ class MetricsExporter:
         self._due = now + LAG_PERIOD
         self._timer = self.node.loop.call_at(self._due, self._beat)
 
-    async def start(self, port: int = 0, host: str = "127.0.0.1") -> None:
-        from aiohttp import web
-
+    async def start_collecting(self) -> None:
+        """Count restarts and calls (telemetry) and watch the loop's lag."""
         telemetry.attach_many(self._id, [telemetry.RESTART, telemetry.CALL_STOP], self._on_event)
         self._due = self.node.loop.time() + LAG_PERIOD
         self._timer = self.node.loop.call_at(self._due, self._beat)
+
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        """`start_collecting`, and serve `/metrics` on its own."""
+        from aiohttp import web
+
+        await self.start_collecting()
 
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(body=self.scrape(), content_type="text/plain", charset="utf-8")

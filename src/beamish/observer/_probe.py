@@ -7,7 +7,7 @@ allow-list entry is needed.
 
 >>> import beamish
 >>> from beamish import Supervisor
->>> from beamish.observer.probe import tree
+>>> from beamish.observer._probe import tree
 >>> async def main():
 ...     await Supervisor.start_link([], strategy="one_for_one", name="Top")
 ...     return [(t["name"], t["children"]) for t in await tree()]
