@@ -10,7 +10,7 @@ extra); the core never imports it.
 True
 """
 
-from .metrics import MetricsExporter, metric_names, serve_metrics
 from ._web import Observer, serve
+from .metrics import MetricsExporter, metric_names, serve_metrics
 
 __all__ = ["MetricsExporter", "Observer", "metric_names", "serve", "serve_metrics"]

@@ -22,8 +22,8 @@ import beamish
 from beamish import GenServer, dist
 from beamish.node import Node, current_node
 
-from .metrics import MetricsExporter
 from ._probe import PROBE, SORTS, ensure_probe, process, processes, tree
+from .metrics import MetricsExporter
 
 __all__: list[str] = []  # beamish.observer is the public face
 
