@@ -331,7 +331,8 @@ class Node:
     async def in_process(self, fn: Callable[[], Awaitable[T]]) -> T:
         """`await fn()` in a new process of this node, for code that runs on
         the node's loop but in no process (an HTTP handler, a test): what a
-        process may do (a call, a receive), `fn` may."""
+        process may do (a call, a receive), `fn` may. Cancelled, it kills
+        the process (an HTTP client that hung up stops what it asked for)."""
         done: asyncio.Future[T] = self.loop.create_future()
 
         async def body() -> None:
@@ -344,8 +345,13 @@ class Node:
             if not done.done():
                 done.set_result(result)
 
-        self.spawn(body, (), link_to=None, name=None)
-        return await done
+        pid = self.spawn(body, (), link_to=None, name=None)
+        try:
+            return await done
+        except asyncio.CancelledError:
+            # Whoever waited gave up (a client hung up): so does the process.
+            self.signal_exit(pid, pid, KILL, False)
+            raise
 
     def spawn(
         self,

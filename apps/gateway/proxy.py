@@ -1,0 +1,189 @@
+"""The gateway's proxying, HTTP framework at the edge: route by path prefix,
+pick an instance (round robin, or the least outstanding requests), guard
+the service with its circuit breaker, and stream the request and the answer
+both ways through a keep-alive connection pool.
+
+- hop-by-hop headers are removed both ways, `X-Forwarded-For`, `-Proto` and
+  `-Host` added;
+- idempotent methods (GET, HEAD, PUT, DELETE, OPTIONS) are retried with
+  backoff on another instance when one cannot be reached, times out, or
+  answers 5xx, as long as nothing has been sent to the client yet;
+- 404 for an unknown prefix; 503 with a JSON body naming the service and
+  `Retry-After` when its breaker is open or it has no instance; 502 when the
+  backend fails (5xx, a refused or broken connection), 504 when it times out;
+- a client that disconnects cancels the backend request (aiohttp's handler
+  cancellation, and the upstream connection closed with it).
+
+>>> from apps.gateway.proxy import strip_hop_by_hop
+>>> sorted(strip_hop_by_hop({"Connection": "close", "Keep-Alive": "5", "X-A": "1"}))
+['X-A']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from beamish import CircuitBreaker, CircuitOpen
+from beamish.cluster import discovery
+
+HOP_BY_HOP = frozenset(h.lower() for h in (
+    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+    "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
+))  # fmt: skip
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def strip_hop_by_hop(headers: Mapping[str, str]) -> dict[str, str]:
+    named = {v.strip().lower() for k, v in headers.items() if k.lower() == "connection" for v in v.split(",")}
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named}
+
+
+class NoInstance(Exception):
+    """No live instance of the service: not the backend's failure (the breaker ignores it)."""
+
+
+class BackendFailed(Exception):
+    """A 5xx, a refused or broken connection: the breaker counts it."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+@dataclass
+class Config:
+    routes: dict[str, str]  # path prefix -> service
+    strategy: str = "round_robin"  # or "least_outstanding"
+    timeout: float = 10.0
+    retries: int = 2
+    backoff: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("round_robin", "least_outstanding"):
+            raise ValueError(f"strategy is round_robin or least_outstanding, not {self.strategy!r}")
+
+
+@dataclass
+class Stats:
+    outstanding: dict[str, int] = field(default_factory=dict)  # endpoint -> requests in flight
+    turn: dict[str, int] = field(default_factory=dict)  # service -> round-robin position
+
+
+class Proxy:
+    def __init__(self, config: Config, session: aiohttp.ClientSession, metrics: Any) -> None:
+        self.config = config
+        self.session = session
+        self.metrics = metrics
+        self.stats = Stats()
+
+    def route(self, path: str) -> tuple[str, str] | None:
+        for prefix, service in sorted(self.config.routes.items(), key=lambda kv: -len(kv[0])):
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return prefix, service
+        return None
+
+    def pick(self, service: str, tried: set[str]) -> str:
+        instances = [i.endpoint for i in discovery.discover(service) if isinstance(i.endpoint, str)]
+        fresh = [e for e in instances if e not in tried] or instances
+        if not fresh:
+            raise NoInstance(service)
+        if self.config.strategy == "least_outstanding":
+            return min(fresh, key=lambda e: (self.stats.outstanding.get(e, 0), e))
+        n = self.stats.turn.get(service, 0)
+        self.stats.turn[service] = n + 1
+        return sorted(fresh)[n % len(fresh)]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        found = self.route(request.path)
+        if found is None:
+            return self._done(request, "unknown", web.json_response({"error": "no route", "path": request.path[:200]}, status=404), started)
+        prefix, service = found
+        try:
+            response = await CircuitBreaker.call(service, lambda: self._forward(request, service))
+        except CircuitOpen as exc:
+            retry = 1 if math.isinf(exc.retry_after) else max(1, math.ceil(exc.retry_after))
+            response = web.json_response({"error": "service unavailable", "service": service, "reason": "circuit open"},
+                                         status=503, headers={"Retry-After": str(retry)})  # fmt: skip
+        except NoInstance:
+            response = web.json_response({"error": "service unavailable", "service": service, "reason": "no instance"},
+                                         status=503, headers={"Retry-After": "1"})  # fmt: skip
+        except TimeoutError:
+            response = web.json_response({"error": "gateway timeout", "service": service}, status=504)
+        except BackendFailed as exc:
+            response = web.json_response({"error": "bad gateway", "service": service, "detail": str(exc)[:200]}, status=502)
+        return self._done(request, prefix, response, started)
+
+    def _done(self, request: web.Request, route: str, response: web.StreamResponse, started: float) -> web.StreamResponse:
+        self.metrics.observe(route, response.status, time.perf_counter() - started)
+        return response
+
+    async def _forward(self, request: web.Request, service: str) -> web.StreamResponse:
+        """One proxied exchange, with retries for idempotent methods; raises
+        what the breaker should count (BackendFailed, TimeoutError)."""
+        retryable = request.method in IDEMPOTENT
+        body = await request.read() if retryable else None  # a retried body must be replayable
+        tried: set[str] = set()
+        attempt = 0
+        while True:
+            endpoint = self.pick(service, tried)
+            tried.add(endpoint)
+            try:
+                return await self._once(request, endpoint, body)
+            except (BackendFailed, TimeoutError):
+                attempt += 1
+                if not retryable or attempt > self.config.retries:
+                    raise
+                await asyncio.sleep(self.config.backoff * (2 ** (attempt - 1)))
+
+    async def _once(self, request: web.Request, endpoint: str, body: bytes | None) -> web.StreamResponse:
+        headers = strip_hop_by_hop(request.headers)
+        peer = request.remote or ""
+        prior = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        headers["X-Forwarded-Proto"] = request.scheme
+        headers["X-Forwarded-Host"] = request.host
+        data: Any = body if body is not None else request.content.iter_chunked(65536)
+        url = endpoint + request.rel_url.path_qs
+        self.stats.outstanding[endpoint] = self.stats.outstanding.get(endpoint, 0) + 1
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                try:
+                    upstream = await self.session.request(request.method, url, headers=headers, data=data,
+                                                          allow_redirects=False, auto_decompress=False)  # fmt: skip
+                except aiohttp.ClientError as exc:
+                    raise BackendFailed(502, f"{endpoint}: {exc}") from None
+                async with upstream:
+                    if upstream.status >= 500:
+                        detail = (await upstream.content.read(2000)).decode(errors="replace")
+                        raise BackendFailed(upstream.status, f"{endpoint} answered {upstream.status}: {detail}")
+                    response = web.StreamResponse(status=upstream.status, headers=strip_hop_by_hop(upstream.headers))
+                    if upstream.headers.get("Content-Length"):
+                        response.content_length = int(upstream.headers["Content-Length"])
+                    await response.prepare(request)
+                    async for chunk in upstream.content.iter_chunked(65536):
+                        await response.write(chunk)
+                    await response.write_eof()
+                    return response
+        finally:
+            self.stats.outstanding[endpoint] -= 1
+
+
+def health(routes: dict[str, str]) -> dict[str, Any]:
+    services = {}
+    for service in sorted(set(routes.values())):
+        services[service] = {"instances": len(discovery.discover(service))}
+    return {"status": "ok", "services": services}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value)
