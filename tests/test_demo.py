@@ -1,9 +1,11 @@
 """`make demo` as a person runs it: the showcase's lines, then one line per
-service (`<service>: http://127.0.0.1:<port>/`) that answers over HTTP, and
-everything gone after Ctrl-C."""
+service (`<service>: http://127.0.0.1:<port>/`, the gateway first) that
+answers over HTTP, the gateway proxying to its backends, and everything gone
+after Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -18,7 +20,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize(("nodes", "services"), [(1, ["chat", "observer"]), (3, ["chat", "chat-2", "observer"])])
+BACKENDS = ["users-1", "orders-1", "payments-1"]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "services"),
+    [
+        (1, ["gateway", *BACKENDS, "chat", "observer"]),
+        (3, ["gateway", *BACKENDS, "users-2", "chat", "chat-2", "observer"]),
+    ],
+)
 def test_the_demo_serves_its_services_and_stops_on_ctrl_c(nodes: int, services: list[str]) -> None:
     demo = subprocess.Popen(
         [sys.executable, "examples/demo.py", "--nodes", str(nodes)],
@@ -40,7 +51,21 @@ def test_the_demo_serves_its_services_and_stops_on_ctrl_c(nodes: int, services: 
         assert list(seen) == services
         for service, url in seen.items():
             with urllib.request.urlopen(url, timeout=10) as page:
-                assert page.status == 200 and (b"beamish observer" if service == "observer" else b"beamish chat") in page.read()
+                body = page.read()
+                assert page.status == 200
+            if service in ("chat", "chat-2", "observer"):
+                assert (b"beamish observer" if service == "observer" else b"beamish chat") in body
+            elif service == "gateway":
+                assert json.loads(body)["routes"]["/users"] == "users"
+            else:  # a backend instance says which it is
+                assert json.loads(body)["instance"] == service
+        # The gateway proxies to the backends it found: GET and a POST body.
+        gateway = seen["gateway"]
+        with urllib.request.urlopen(gateway + "users", timeout=10) as page:
+            assert [u["name"] for u in json.load(page)][:2] == ["John", "Ann"]
+        post = urllib.request.Request(gateway + "orders", data=b'{"items": ["tea"]}', headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(post, timeout=10) as page:
+            assert page.status == 201 and json.load(page)["items"] == ["tea"]
         demo.send_signal(signal.SIGINT)
         out, _ = demo.communicate(timeout=30)
         assert "demo stopped" in out

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from pathlib import Path
@@ -237,3 +238,34 @@ def test_a_stopped_and_continued_node_reports_no_block(tmp_path: Path) -> None:
         node.kill()
         node.wait()
     assert "blocked" not in err, err
+
+
+def test_in_process_runs_a_function_in_a_process_and_cancelling_the_waiter_kills_it() -> None:
+    """An HTTP handler awaits `in_process`; the client hangs up, the handler
+    is cancelled, and what it asked for stops too."""
+
+    async def main() -> None:
+        node = beamish.node.current_node()
+        started: asyncio.Future[Pid] = asyncio.get_running_loop().create_future()
+
+        async def work() -> str:
+            started.set_result(beamish.self())
+            await asyncio.sleep(30)
+            return "finished"
+
+        async def quick() -> Pid:
+            return beamish.self()
+
+        # A task of the loop that is no process, as an HTTP handler is.
+        outside = contextvars.Context()
+        first = asyncio.get_running_loop().create_task(node.in_process(quick), context=outside)
+        assert isinstance(await first, Pid)
+        waiter = asyncio.get_running_loop().create_task(node.in_process(work), context=outside)
+        pid = await started
+        ref = beamish.monitor(pid)
+        waiter.cancel()
+        msg = await beamish.receive(lambda m: m if isinstance(m, tuple) and m[0] == "DOWN" and m[1] == ref else None, timeout=5)
+        assert msg[4] == "killed"
+        assert waiter.cancelled()
+
+    beamish.run(main)

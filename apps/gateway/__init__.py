@@ -97,6 +97,9 @@ class GatewayServer(GenServer):
         async def forward(request: web.Request) -> web.StreamResponse:
             return await node.in_process(lambda: proxy.handle(request))
 
+        async def index(request: web.Request) -> web.StreamResponse:
+            return web.json_response({"gateway": "beamish", "routes": config.routes, "also": ["/health", "/metrics"]})
+
         async def health_page(request: web.Request) -> web.StreamResponse:
             return web.json_response(health(config.routes))
 
@@ -105,6 +108,7 @@ class GatewayServer(GenServer):
             return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
         app = web.Application(client_max_size=64 << 20)
+        app.router.add_get("/", index)  # before the catch-all: aiohttp tries routes in order
         app.router.add_get("/health", health_page)
         app.router.add_get("/metrics", metrics_page)
         app.router.add_route("*", "/{tail:.*}", forward)

@@ -2,7 +2,8 @@
 service with its data in SQLite, in its own node, that registers itself
 through service discovery (`beamish.cluster.discovery`) while it runs.
 
-Routes (for service `users`; the others alike): `GET /users` (the list),
+Routes (for service `users`; the others alike): `GET /` (what this is),
+`GET /users` (the list),
 `GET /users/<id>`, `POST /users` (a JSON object, stored), and, to exercise
 the gateway, `GET /users/slow?ms=N`, `GET /users/big?bytes=N`, `POST
 /users/echo` (the body back, streamed) and `GET /users/fail` (a 500).
@@ -112,8 +113,12 @@ def make_app(service: str, db: sqlite3.Connection, instance: str) -> web.Applica
     async def cancellations(request: web.Request) -> web.StreamResponse:
         return web.json_response(cancelled)
 
+    async def index(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"service": service, "instance": instance, "try": [f"/{service}", f"/{service}/{SEED[service][0]['id']}"]})
+
     app = web.Application(client_max_size=64 << 20)
     base = f"/{service}"
+    app.router.add_get("/", index)
     app.router.add_get(base, listing)
     app.router.add_post(base, create)
     app.router.add_get(f"{base}/slow", slow)
