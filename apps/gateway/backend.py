@@ -6,7 +6,9 @@ Routes (for service `users`; the others alike): `GET /` (what this is),
 `GET /users` (the list),
 `GET /users/<id>`, `POST /users` (a JSON object, stored), and, to exercise
 the gateway, `GET /users/slow?ms=N`, `GET /users/big?bytes=N`, `POST
-/users/echo` (the body back, streamed) and `GET /users/fail` (a 500).
+/users/echo` (the body back, streamed), `/users/fail` (a 500, any method;
+`GET /users/failures` lists the methods it answered), `GET /users/headers`
+(what arrived) and `GET /users/cancelled` (slow requests whose client left).
 
 >>> from apps.gateway.backend import SEED
 >>> sorted(SEED)
@@ -48,7 +50,8 @@ def _db(path: Path, service: str) -> sqlite3.Connection:
 
 def make_app(service: str, db: sqlite3.Connection, instance: str) -> web.Application:
     lock = asyncio.Lock()  # one writer at a time on the connection
-    cancelled: list[str] = []
+    cancelled: list[str] = []  # tags of requests whose client went away
+    failed: list[str] = []  # methods of the requests /fail answered
 
     async def listing(request: web.Request) -> web.StreamResponse:
         rows = db.execute(f"SELECT doc FROM {service} ORDER BY id").fetchall()
@@ -108,7 +111,11 @@ def make_app(service: str, db: sqlite3.Connection, instance: str) -> web.Applica
         return web.json_response({"headers": dict(request.headers), "query": dict(request.query), "path": request.path})
 
     async def fail(request: web.Request) -> web.StreamResponse:
+        failed.append(request.method)
         return web.json_response({"error": "this backend fails on purpose"}, status=500)
+
+    async def failures(request: web.Request) -> web.StreamResponse:
+        return web.json_response(failed)
 
     async def cancellations(request: web.Request) -> web.StreamResponse:
         return web.json_response(cancelled)
@@ -125,7 +132,8 @@ def make_app(service: str, db: sqlite3.Connection, instance: str) -> web.Applica
     app.router.add_get(f"{base}/big", big)
     app.router.add_post(f"{base}/echo", echo)
     app.router.add_get(f"{base}/headers", headers)
-    app.router.add_get(f"{base}/fail", fail)
+    app.router.add_route("*", f"{base}/fail", fail)
+    app.router.add_get(f"{base}/failures", failures)
     app.router.add_get(f"{base}/cancelled", cancellations)
     app.router.add_get(base + "/{id}", one)
     return app

@@ -123,6 +123,7 @@ def test_routes_proxying_errors_and_balancing(tmp_path: Path) -> None:
                 assert echoed["query"] == {"a": "1", "b": "two"} and echoed["path"] == "/users/headers"
                 assert echoed["headers"]["X-Kept"] == "k" and "X-Secret" not in echoed["headers"]
                 assert echoed["headers"]["X-Forwarded-For"] == "127.0.0.1" and echoed["headers"]["X-Forwarded-Host"] == f"127.0.0.1:{http_port}"
+                assert echoed["headers"]["X-Forwarded-Proto"] == "http"
                 # A POST body goes through; a big body streams both ways.
                 async with s.post(f"{base}/orders", json={"items": ["x"]}) as r:
                     assert r.status == 201 and (await r.json())["items"] == ["x"]
@@ -138,6 +139,18 @@ def test_routes_proxying_errors_and_balancing(tmp_path: Path) -> None:
                     assert r.status == 503 and (await r.json())["service"] == "payments" and r.headers["Retry-After"] == "1"
                 async with s.get(f"{base}/users/fail") as r:
                     assert r.status == 502
+                async with s.post(f"{base}/users/fail", data=b"once") as r:
+                    assert r.status == 502
+
+                async def failures() -> list[str]:
+                    out = []
+                    for _ in range(2):  # round robin: one call per instance
+                        async with s.get(f"{base}/users/failures") as r:
+                            out += await r.json()
+                    return sorted(out)
+
+                # The GET was tried twice (retries=1), on both instances; the POST once.
+                assert await failures() == ["GET", "GET", "POST"]
                 async with s.get(f"{base}/users/slow?ms=3000") as r:
                     assert r.status == 504
                 async with s.get(f"{base}/health") as r:
