@@ -264,7 +264,7 @@ def test_in_process_runs_a_function_in_a_process_and_cancelling_the_waiter_kills
         pid = await started
         ref = beamish.monitor(pid)
         waiter.cancel()
-        msg = await beamish.receive(lambda m: m if isinstance(m, tuple) and m[0] == "DOWN" and m[1] == ref else None, timeout=5)
+        msg = await beamish.receive(lambda m: isinstance(m, tuple) and m[0] == "DOWN" and m[1] == ref, timeout=5)
         assert msg[4] == "killed"
         assert waiter.cancelled()
 
