@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODES   ?= 1
 
-.PHONY: demo test lint typecheck pytest bench erlang netns node browser clean
+.PHONY: demo test lint typecheck pytest bench erlang netns node browser gateway-tools clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -63,6 +63,16 @@ browser:
 	  else echo "apt-get not found: browser tests need chromium"; fi; \
 	fi
 
+# Debian's wrk and nginx for the gateway's benchmark (bench/bench_gateway.py),
+# which the test suite runs in --quick mode.
+gateway-tools:
+	@if ! command -v wrk >/dev/null 2>&1 || ! command -v nginx >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk nginx-light >/dev/null; \
+	  else echo "apt-get not found: the gateway's benchmark needs wrk and nginx"; fi; \
+	fi
+
 demo: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python examples/demo.py --nodes $(NODES)
 
@@ -72,12 +82,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) erlang netns node browser
+pytest: $(STAMP) erlang netns node browser gateway-tools
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(STAMP) gateway-tools
 	$(BIN)/python bench/run.py
 
 clean:

@@ -415,3 +415,4 @@ if __name__ == "__main__":
     run_script("bench_global.py")
     run_script("bench_chat.py")
     run_script("bench_pg.py")
+    run_script("bench_gateway.py")
