@@ -11,6 +11,8 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from beamish import CircuitBreaker
@@ -31,10 +33,19 @@ class Metrics:
         self.breaker = Gauge("gateway_breaker_state", "1 for the breaker's current state", ["service", "state"], registry=self.registry)
         self.instances = Gauge("gateway_instances", "Live instances per service", ["service"], registry=self.registry)
         self.services = services
+        # Each label set's child, looked up once (prometheus_client's labels() is not free).
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        counter = self._requests.get((route, status))
+        if counter is None:
+            counter = self._requests[(route, status)] = self.requests.labels(route, str(status))
+        counter.inc()
+        histogram = self._latency.get(route)
+        if histogram is None:
+            histogram = self._latency[route] = self.latency.labels(route)
+        histogram.observe(seconds)
 
     async def render(self) -> bytes:
         for service in self.services:

@@ -40,11 +40,16 @@ HOP_BY_HOP = frozenset(h.lower() for h in (
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
 ))  # fmt: skip
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# aiohttp's own timers off: `Config.timeout` (asyncio.timeout around the whole exchange) bounds it.
+NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
+SMALL = 65536  # an answer with a Content-Length up to this is read whole, not streamed
 
 
 def strip_hop_by_hop(headers: Mapping[str, str]) -> dict[str, str]:
     named = {v.strip().lower() for k, v in headers.items() if k.lower() == "connection" for v in v.split(",")}
-    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named}
+    if named:
+        return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named}
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
 
 
 class NoInstance(Exception):
@@ -84,23 +89,31 @@ class Proxy:
         self.session = session
         self.metrics = metrics
         self.stats = Stats()
+        self._routes: tuple[dict[str, str], list[tuple[str, str, str]]] = ({}, [])
 
     def route(self, path: str) -> tuple[str, str] | None:
-        for prefix, service in sorted(self.config.routes.items(), key=lambda kv: -len(kv[0])):
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+        routes, ordered = self._routes
+        if routes != self.config.routes:  # longest prefix first, sorted once per routing table
+            ordered = [(p, p.rstrip("/") + "/", s) for p, s in sorted(self.config.routes.items(), key=lambda kv: -len(kv[0]))]
+            self._routes = (dict(self.config.routes), ordered)
+        for prefix, below, service in ordered:
+            if path == prefix or path.startswith(below):
                 return prefix, service
         return None
 
     def pick(self, service: str, tried: set[str]) -> str:
         instances = [i.endpoint for i in discovery.discover(service) if isinstance(i.endpoint, str)]
-        fresh = [e for e in instances if e not in tried] or instances
+        fresh = [e for e in instances if e not in tried] if tried else instances
+        fresh = fresh or instances
         if not fresh:
             raise NoInstance(service)
         if self.config.strategy == "least_outstanding":
             return min(fresh, key=lambda e: (self.stats.outstanding.get(e, 0), e))
         n = self.stats.turn.get(service, 0)
         self.stats.turn[service] = n + 1
-        return sorted(fresh)[n % len(fresh)]
+        if len(fresh) > 1:
+            fresh.sort()
+        return fresh[n % len(fresh)]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -152,23 +165,33 @@ class Proxy:
         headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
         headers["X-Forwarded-Proto"] = request.scheme
         headers["X-Forwarded-Host"] = request.host
-        data: Any = body if body is not None else request.content.iter_chunked(65536)
+        # No body at all (a GET): none upstream either, rather than an empty payload.
+        data: Any = request.content.iter_chunked(65536) if body is None else None if not body and request.method in ("GET", "HEAD") else body
         url = endpoint + request.rel_url.path_qs
         self.stats.outstanding[endpoint] = self.stats.outstanding.get(endpoint, 0) + 1
         try:
             async with asyncio.timeout(self.config.timeout):
                 try:
                     upstream = await self.session.request(request.method, url, headers=headers, data=data,
-                                                          allow_redirects=False, auto_decompress=False)  # fmt: skip
+                                                          allow_redirects=False, auto_decompress=False,
+                                                          timeout=NO_CLIENT_TIMEOUT)  # fmt: skip
                 except aiohttp.ClientError as exc:
                     raise BackendFailed(502, f"{endpoint}: {exc}") from None
                 async with upstream:
                     if upstream.status >= 500:
                         detail = (await upstream.content.read(2000)).decode(errors="replace")
                         raise BackendFailed(upstream.status, f"{endpoint} answered {upstream.status}: {detail}")
+                    length = upstream.headers.get("Content-Length")
+                    if length and int(length) <= SMALL and request.method != "HEAD" and upstream.status not in (204, 304):
+                        # A small answer whole: its headers and body leave in one write.
+                        try:
+                            small = await upstream.read()
+                        except aiohttp.ClientError as exc:
+                            raise BackendFailed(502, f"{endpoint}: {exc}") from None
+                        return web.Response(status=upstream.status, headers=strip_hop_by_hop(upstream.headers), body=small)
                     response = web.StreamResponse(status=upstream.status, headers=strip_hop_by_hop(upstream.headers))
-                    if upstream.headers.get("Content-Length"):
-                        response.content_length = int(upstream.headers["Content-Length"])
+                    if length:
+                        response.content_length = int(length)
                     await response.prepare(request)
                     async for chunk in upstream.content.iter_chunked(65536):
                         await response.write(chunk)
