@@ -87,9 +87,14 @@ class GatewayServer(GenServer):
         config: Config = arg["config"]
         node = beamish.node.current_node()
         # One keep-alive pool for every backend, no cap on connections (the
-        # backends' own limits apply), idle connections kept 30 s.
+        # backends' own limits apply), idle connections kept 30 s. No cookie
+        # jar: a backend's Set-Cookie is for the client that asked, and a
+        # shared jar would replay it on every other client's requests.
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30), auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         metrics = Metrics(sorted(set(config.routes.values())))
         proxy = Proxy(config, session, metrics)

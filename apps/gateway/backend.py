@@ -8,7 +8,9 @@ Routes (for service `users`; the others alike): `GET /` (what this is),
 the gateway, `GET /users/slow?ms=N`, `GET /users/big?bytes=N`, `POST
 /users/echo` (the body back, streamed), `/users/fail` (a 500, any method;
 `GET /users/failures` lists the methods it answered), `GET /users/headers`
-(what arrived) and `GET /users/cancelled` (slow requests whose client left).
+(what arrived; `?set_cookie=V` also sets a cookie) and `GET /users/cancelled` (slow requests whose client left).
+It listens on loopback and registers `http://$BACKEND_HOST:<port>`
+(default host 127.0.0.1).
 
 >>> from apps.gateway.backend import SEED
 >>> sorted(SEED)
@@ -108,7 +110,10 @@ def make_app(service: str, db: sqlite3.Connection, instance: str) -> web.Applica
         return response
 
     async def headers(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"headers": dict(request.headers), "query": dict(request.query), "path": request.path})
+        response = web.json_response({"headers": dict(request.headers), "query": dict(request.query), "path": request.path})
+        if "set_cookie" in request.query:
+            response.set_cookie("session", request.query["set_cookie"][:64])
+        return response
 
     async def fail(request: web.Request) -> web.StreamResponse:
         failed.append(request.method)
@@ -153,7 +158,8 @@ class BackendServer(GenServer):
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", arg.get("port", 0)).start()
         port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}"
+        # The name the gateway reaches it by (BACKEND_HOST); it listens on loopback.
+        url = f"http://{arg.get('host', '127.0.0.1')}:{port}"
         await discovery.register_service(service, url, {"instance": instance, "started": time.time()})
         return {"runner": runner, "url": url}
 
@@ -179,7 +185,7 @@ class Backend(Application):
         if service not in SEED:
             raise ValueError(f"BACKEND_SERVICE is one of {sorted(SEED)}, not {service!r}")
         arg = {"service": service, "data_dir": os.environ.get("BACKEND_DATA_DIR", "data"),
-               "instance": os.environ.get("BACKEND_INSTANCE", service)}  # fmt: skip
+               "instance": os.environ.get("BACKEND_INSTANCE", service), "host": os.environ.get("BACKEND_HOST", "127.0.0.1")}  # fmt: skip
 
         async def start_server() -> Pid | None:
             return await BackendServer.start_link(arg, name="Backend.Server")

@@ -5,7 +5,7 @@ instances; the last two are read at scrape time.
 
 >>> m = Metrics(["users"])
 >>> m.observe("/users", 200, 0.002)
->>> b"gateway_requests_total{route=\"/users\",status=\"200\"} 1.0" in generate_latest(m.registry)
+>>> b'gateway_requests_total{route="/users",status="200"} 1.0' in generate_latest(m.registry)
 True
 """
 

@@ -22,7 +22,6 @@ both ways through a keep-alive connection pool.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -208,5 +207,3 @@ def health(routes: dict[str, str]) -> dict[str, Any]:
     return {"status": "ok", "services": services}
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value)

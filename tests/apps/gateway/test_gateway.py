@@ -35,10 +35,10 @@ class Backends:
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.names: dict[str, str] = {}
 
-    def start(self, instance: str, service: str) -> str:
+    def start(self, instance: str, service: str, host: str = "127.0.0.1") -> str:
         name = self.names.setdefault(instance, f"{unique_name(instance.replace('-', ''))}@{HOST}")
         env = {**os.environ, "BACKEND_SERVICE": service, "BACKEND_INSTANCE": instance, "PYTHONUNBUFFERED": "1",
-               "BACKEND_DATA_DIR": str(self.data / instance)}  # fmt: skip
+               "BACKEND_DATA_DIR": str(self.data / instance), "BACKEND_HOST": host}  # fmt: skip
         proc = subprocess.Popen(
             [sys.executable, "-m", "beamish", "run", "apps.gateway.backend:Backend", "--name", name, "--cookie", self.cookie],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
@@ -263,6 +263,28 @@ def test_least_outstanding_sends_to_the_idle_instance(tmp_path: Path) -> None:
                 assert busy not in seen and len(set(seen)) == 1, (busy, seen)
                 for f in slow:
                     (await f).close()
+            beamish.unlink(sup)
+            await Supervisor.stop(sup)
+
+        run(main, b.cookie)
+
+
+def test_a_backend_cookie_goes_to_its_client_only(tmp_path: Path) -> None:
+    # Registered by name, not by IP: aiohttp's default cookie jar ignores IP
+    # hosts, so only a named backend shows a shared jar replaying cookies.
+    with backends(tmp_path) as b:
+        nodes = [b.start("users-1", "users", host="localhost")]
+
+        async def main() -> None:
+            http_port, sup = await gateway(Config({"/users": "users"}, timeout=5.0), nodes)
+            await until(lambda: discovery.discover("users"), what="discovery")
+            base = f"http://127.0.0.1:{http_port}"
+            async with aiohttp.ClientSession() as alice, aiohttp.ClientSession() as bob:
+                async with alice.get(f"{base}/users/headers?set_cookie=alice-secret") as r:
+                    assert r.status == 200 and "session=alice-secret" in r.headers["Set-Cookie"]
+                async with bob.get(f"{base}/users/headers") as r:
+                    assert r.status == 200
+                    assert "Cookie" not in (await r.json())["headers"]
             beamish.unlink(sup)
             await Supervisor.stop(sup)
 
