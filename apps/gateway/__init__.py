@@ -39,7 +39,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 import beamish
@@ -48,6 +47,7 @@ from beamish.cluster import Backoff, Cluster, Static, Topology, discovery, parse
 
 from .metrics import Metrics
 from .proxy import BackendFailed, Config, NoInstance, Proxy, health
+from .upstream import Pool
 
 __all__ = ["BREAKER", "DEFAULT_ROUTES", "Gateway", "GatewayServer", "children", "parse_routes", "port"]
 
@@ -87,17 +87,11 @@ class GatewayServer(GenServer):
         config: Config = arg["config"]
         node = beamish.node.current_node()
         # One keep-alive pool for every backend, no cap on connections (the
-        # backends' own limits apply), idle connections kept 30 s. No cookie
-        # jar: a backend's Set-Cookie is for the client that asked, and a
-        # shared jar would replay it on every other client's requests.
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        # backends' own limits apply), idle connections kept 30 s. It keeps
+        # no cookies: a backend's Set-Cookie is for the client that asked.
+        pool = Pool(keepalive=30.0)
         metrics = Metrics(sorted(set(config.routes.values())))
-        proxy = Proxy(config, session, metrics)
+        proxy = Proxy(config, pool, metrics)
 
         async def forward(request: web.Request) -> web.StreamResponse:
             return await node.in_process(lambda: proxy.handle(request))
@@ -122,7 +116,7 @@ class GatewayServer(GenServer):
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         await web.TCPSite(runner, arg.get("host", "127.0.0.1"), arg.get("port", 0)).start()
-        return {"runner": runner, "session": session, "port": runner.addresses[0][1]}
+        return {"runner": runner, "pool": pool, "port": runner.addresses[0][1]}
 
     def handle_call(self, request: Any, from_: Any, st: dict[str, Any]) -> Reply:
         return Reply(st["port"], st)
@@ -130,7 +124,7 @@ class GatewayServer(GenServer):
     async def terminate(self, reason: Any, st: Any) -> None:
         if isinstance(st, dict):
             await st["runner"].cleanup()
-            await st["session"].close()
+            st["pool"].close()
 
 
 def children(

@@ -8,7 +8,7 @@ Routes (for service `users`; the others alike): `GET /` (what this is),
 the gateway, `GET /users/slow?ms=N`, `GET /users/big?bytes=N`, `POST
 /users/echo` (the body back, streamed), `/users/fail` (a 500, any method;
 `GET /users/failures` lists the methods it answered), `GET /users/headers`
-(what arrived; `?set_cookie=V` also sets a cookie) and `GET /users/cancelled` (slow requests whose client left).
+(what arrived; `?set_cookie=V` also sets two cookies, `session=V` and `theme=dark`) and `GET /users/cancelled` (slow requests whose client left).
 It listens on loopback and registers `http://$BACKEND_HOST:<port>`
 (default host 127.0.0.1).
 
@@ -113,6 +113,7 @@ def make_app(service: str, db: sqlite3.Connection, instance: str) -> web.Applica
         response = web.json_response({"headers": dict(request.headers), "query": dict(request.query), "path": request.path})
         if "set_cookie" in request.query:
             response.set_cookie("session", request.query["set_cookie"][:64])
+            response.set_cookie("theme", "dark")  # two Set-Cookie headers: a proxy must pass both
         return response
 
     async def fail(request: web.Request) -> web.StreamResponse:

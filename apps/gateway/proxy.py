@@ -1,7 +1,7 @@
 """The gateway's proxying, HTTP framework at the edge: route by path prefix,
 pick an instance (round robin, or the least outstanding requests), guard
 the service with its circuit breaker, and stream the request and the answer
-both ways through a keep-alive connection pool.
+both ways through a keep-alive connection pool (`apps.gateway.upstream`).
 
 - hop-by-hop headers are removed both ways, `X-Forwarded-For`, `-Proto` and
   `-Host` added;
@@ -15,8 +15,8 @@ both ways through a keep-alive connection pool.
   cancellation, and the upstream connection closed with it).
 
 >>> from apps.gateway.proxy import strip_hop_by_hop
->>> sorted(strip_hop_by_hop({"Connection": "close", "Keep-Alive": "5", "X-A": "1"}))
-['X-A']
+>>> strip_hop_by_hop([("Connection", "close, X-B"), ("Keep-Alive", "5"), ("X-A", "1"), ("X-B", "2"), ("X-A", "3")])
+[('X-A', '1'), ('X-A', '3')]
 """
 
 from __future__ import annotations
@@ -24,31 +24,33 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from beamish import CircuitBreaker, CircuitOpen
 from beamish.cluster import discovery
 
+from .upstream import Pool, Response, UpstreamError
+
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
+    "Expect",  # the gateway's server answers 100-continue itself
 ))  # fmt: skip
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-# aiohttp's own timers off: `Config.timeout` (asyncio.timeout around the whole exchange) bounds it.
-NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 SMALL = 65536  # an answer with a Content-Length up to this is read whole, not streamed
 
 
-def strip_hop_by_hop(headers: Mapping[str, str]) -> dict[str, str]:
-    named = {v.strip().lower() for k, v in headers.items() if k.lower() == "connection" for v in v.split(",")}
-    if named:
-        return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named}
-    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+def strip_hop_by_hop(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The end-to-end headers: repeated ones (Set-Cookie) all kept, in order."""
+    items = list(headers.items() if isinstance(headers, Mapping) else headers)
+    named = {v.strip().lower() for k, v in items if k.lower() == "connection" for v in v.split(",")}
+    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
+    return [(k, v) for k, v in items if k.lower() not in drop]
 
 
 class NoInstance(Exception):
@@ -83,9 +85,9 @@ class Stats:
 
 
 class Proxy:
-    def __init__(self, config: Config, session: aiohttp.ClientSession, metrics: Any) -> None:
+    def __init__(self, config: Config, pool: Pool, metrics: Any) -> None:
         self.config = config
-        self.session = session
+        self.pool = pool
         self.metrics = metrics
         self.stats = Stats()
         self._routes: tuple[dict[str, str], list[tuple[str, str, str]]] = ({}, [])
@@ -161,43 +163,39 @@ class Proxy:
         headers = strip_hop_by_hop(request.headers)
         peer = request.remote or ""
         prior = request.headers.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-        headers["X-Forwarded-Proto"] = request.scheme
-        headers["X-Forwarded-Host"] = request.host
-        # No body at all (a GET): none upstream either, rather than an empty payload.
-        data: Any = request.content.iter_chunked(65536) if body is None else None if not body and request.method in ("GET", "HEAD") else body
-        url = endpoint + request.rel_url.path_qs
+        headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+        headers.append(("X-Forwarded-Proto", request.scheme))
+        headers.append(("X-Forwarded-Host", request.host))
+        data: bytes | AsyncIterable[bytes] = request.content.iter_chunked(65536) if body is None else body
         self.stats.outstanding[endpoint] = self.stats.outstanding.get(endpoint, 0) + 1
+        upstream: Response | None = None
         try:
             async with asyncio.timeout(self.config.timeout):
                 try:
-                    upstream = await self.session.request(request.method, url, headers=headers, data=data,
-                                                          allow_redirects=False, auto_decompress=False,
-                                                          timeout=NO_CLIENT_TIMEOUT)  # fmt: skip
-                except aiohttp.ClientError as exc:
-                    raise BackendFailed(502, f"{endpoint}: {exc}") from None
-                async with upstream:
+                    upstream = await self.pool.request(endpoint, request.method, request.rel_url.path_qs, headers, data,
+                                                       length=request.content_length)  # fmt: skip
                     if upstream.status >= 500:
-                        detail = (await upstream.content.read(2000)).decode(errors="replace")
+                        detail = (await upstream.read(2000)).decode(errors="replace")
                         raise BackendFailed(upstream.status, f"{endpoint} answered {upstream.status}: {detail}")
-                    length = upstream.headers.get("Content-Length")
+                    answer = CIMultiDict(strip_hop_by_hop(upstream.headers))
+                    length = upstream.header("Content-Length")
                     if length and int(length) <= SMALL and request.method != "HEAD" and upstream.status not in (204, 304):
                         # A small answer whole: its headers and body leave in one write.
-                        try:
-                            small = await upstream.read()
-                        except aiohttp.ClientError as exc:
-                            raise BackendFailed(502, f"{endpoint}: {exc}") from None
-                        return web.Response(status=upstream.status, headers=strip_hop_by_hop(upstream.headers), body=small)
-                    response = web.StreamResponse(status=upstream.status, headers=strip_hop_by_hop(upstream.headers))
+                        return web.Response(status=upstream.status, headers=answer, body=await upstream.read())
+                    response = web.StreamResponse(status=upstream.status, headers=answer)
                     if length:
                         response.content_length = int(length)
                     await response.prepare(request)
-                    async for chunk in upstream.content.iter_chunked(65536):
+                    async for chunk in upstream.chunks():
                         await response.write(chunk)
                     await response.write_eof()
                     return response
+                except UpstreamError as exc:
+                    raise BackendFailed(502, str(exc)) from None
         finally:
             self.stats.outstanding[endpoint] -= 1
+            if upstream is not None:
+                upstream.close()
 
 
 def health(routes: dict[str, str]) -> dict[str, Any]:
