@@ -268,4 +268,30 @@ def test_in_process_runs_a_function_in_a_process_and_cancelling_the_waiter_kills
         assert msg[4] == "killed"
         assert waiter.cancelled()
 
+        # Killed, the process cancels its caller; what fn raises is the caller's.
+        again: asyncio.Future[Pid] = asyncio.get_running_loop().create_future()
+
+        async def work_again() -> str:
+            again.set_result(beamish.self())
+            await asyncio.sleep(30)
+            return "finished"
+
+        waiter = asyncio.get_running_loop().create_task(node.in_process(work_again), context=outside)
+        pid = await again
+        ref = beamish.monitor(pid)
+        beamish.exit(pid, "kill")
+        msg = await beamish.receive(lambda m: isinstance(m, tuple) and m[0] == "DOWN" and m[1] == ref, timeout=5)
+        assert msg[4] == "killed"
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        ran_in: list[Pid] = []
+
+        async def boom() -> None:
+            ran_in.append(beamish.self())
+            raise ValueError("the caller's to handle")
+
+        with pytest.raises(ValueError, match="caller's"):
+            await asyncio.get_running_loop().create_task(node.in_process(boom), context=outside)
+        assert not beamish.is_alive(ran_in[0])
+
     beamish.run(main)

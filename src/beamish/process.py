@@ -424,6 +424,11 @@ class Process:
         """Run this process's body, `fn(*args)`, in an asyncio task of its own."""
         self._task = self.node.loop.create_task(self.run_task(fn, args))
 
+    def adopt(self, task: asyncio.Task[Any] | None) -> None:
+        """Make a running task this process's own (`Node.in_process`): an
+        exit signal that kills the process cancels it."""
+        self._task = task
+
     def can_run_now(self) -> bool:
         """Whether a message for this process may be handled at once, in the
         sender's stack (`run_now`): a live, idle behaviour with nothing
