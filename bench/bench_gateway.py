@@ -11,6 +11,10 @@ What is measured, with `wrk -t1 -c32 -d<secs> --latency <target>/users/1`:
 - `gateway_nginx_rps`: through Debian's nginx (one worker, an `upstream`
   with `keepalive 32`, HTTP/1.1 to the backend), and `gateway_vs_nginx`,
   the median of the per-round gateway/nginx ratios;
+- `gateway_nginx_plain_rps` and `gateway_vs_nginx_plain`: nginx as a bare
+  `proxy_pass` configures it (HTTP/1.0 upstream, a new connection per
+  request), the setup that measured 0.63x of direct when the gateway's
+  targets were set;
 - `gateway_p50_ms`, `gateway_direct_p50_ms`, `gateway_nginx_p50_ms`: wrk's
   median latency;
 - `gateway_kill_failed`: a second run, the gateway in front of two
@@ -20,7 +24,7 @@ What is measured, with `wrk -t1 -c32 -d<secs> --latency <target>/users/1`:
   plus socket errors): idempotent requests are retried on the other
   instance, so it must be 0.
 
-Rounds go direct, gateway, nginx, repeated (5 rounds of 3 s; `--quick`: 1
+Rounds go direct, gateway, nginx, plain nginx, repeated (5 rounds of 3 s; `--quick`: 1
 round of 1 s); the values are the medians over rounds, the ratios the
 medians of the per-round ratios. The machine has two cores: wrk runs with
 one thread (one core), the target (and the backend behind it) with the
@@ -187,13 +191,17 @@ class Processes:
         env = {"GATEWAY_PEERS": ",".join(peers), "GATEWAY_ROUTES": "/users=users"}
         return self._node(["apps.gateway:Gateway", "--name", self.node_name("gw")], env, "gateway: ")
 
-    def nginx(self, backend: str) -> str:
-        """nginx in the foreground, one worker, proxying to `backend`."""
-        prefix = self.tmp / "nginx"
+    def nginx(self, backend: str, *, keepalive: bool = True) -> str:
+        """nginx in the foreground, one worker, proxying to `backend`: with
+        32 keep-alive upstream connections, or (`keepalive=False`) as
+        `proxy_pass` does by default, a new HTTP/1.0 connection per request."""
+        prefix = self.tmp / ("nginx" if keepalive else "nginx_plain")
         prefix.mkdir()
         port = free_port()
         upstream = backend.removeprefix("http://").rstrip("/")
         conf = prefix / "nginx.conf"
+        location = 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
+        location = location if keepalive else f"proxy_pass http://{upstream};"
         temps = "\n".join(f"    {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         conf.write_text(f"""
 daemon off;
@@ -212,9 +220,7 @@ http {{
     server {{
         listen {HOST}:{port};
         location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            {location}
         }}
     }}
 }}
@@ -250,7 +256,8 @@ def throughput(rounds: int, seconds: float) -> dict[str, list[Wrk]]:
             _, gateway = ps.gateway([name])
             wait_ok(f"{gateway}users/1", what="the gateway to discover the backend")
             nginx = ps.nginx(direct)
-            targets = {"direct": direct, "gateway": gateway, "nginx": nginx}
+            plain = ps.nginx(direct, keepalive=False)
+            targets = {"direct": direct, "gateway": gateway, "nginx": nginx, "nginx_plain": plain}
             for url in targets.values():  # warm up: connections, pools, caches
                 wrk(f"{url}users/1", 1)
             runs: dict[str, list[Wrk]] = {k: [] for k in targets}
@@ -304,7 +311,7 @@ def main() -> None:
     ensure_epmd()
     rounds, seconds, kill_seconds = (1, 1.0, 3.0) if args.quick else (5, 3.0, 8.0)
     runs = throughput(rounds, seconds)
-    direct, gateway, nginx = runs["direct"], runs["gateway"], runs["nginx"]
+    direct, gateway, nginx, plain = runs["direct"], runs["gateway"], runs["nginx"], runs["nginx_plain"]
 
     def median(ws: list[Wrk], attr: str) -> float:
         return statistics.median(float(getattr(w, attr)) for w in ws)
@@ -312,14 +319,18 @@ def main() -> None:
     vs_direct = statistics.median(g.rps / d.rps for g, d in zip(gateway, direct, strict=True))
     vs_nginx = statistics.median(g.rps / n.rps for g, n in zip(gateway, nginx, strict=True))
     nginx_vs_direct = statistics.median(n.rps / d.rps for n, d in zip(nginx, direct, strict=True))
+    vs_plain = statistics.median(g.rps / n.rps for g, n in zip(gateway, plain, strict=True))
+    plain_vs_direct = statistics.median(n.rps / d.rps for n, d in zip(plain, direct, strict=True))
     p50_ratio = statistics.median(g.p50_ms / d.p50_ms for g, d in zip(gateway, direct, strict=True))
     d_rps, g_rps, n_rps = median(direct, "rps"), median(gateway, "rps"), median(nginx, "rps")
-    failed = sum(w.failed for w in direct + gateway + nginx)
+    failed = sum(w.failed for w in direct + gateway + nginx + plain)
     print(f"# rounds={rounds} seconds={seconds} connections={CONNECTIONS} failed_during_throughput={failed}", flush=True)
     print(f"RESULT workload=gateway_direct_rps value={d_rps:.3f} unit=req/s", flush=True)
     print(f"RESULT workload=gateway_rps value={g_rps:.3f} unit=req/s floor={d_rps:.3f} ratio={vs_direct:.2f}", flush=True)
     print(f"RESULT workload=gateway_nginx_rps value={n_rps:.3f} unit=req/s floor={d_rps:.3f} ratio={nginx_vs_direct:.2f}", flush=True)
     print(f"RESULT workload=gateway_vs_nginx value={vs_nginx:.3f} unit=x", flush=True)
+    print(f"RESULT workload=gateway_nginx_plain_rps value={median(plain, 'rps'):.3f} unit=req/s floor={d_rps:.3f} ratio={plain_vs_direct:.2f}", flush=True)
+    print(f"RESULT workload=gateway_vs_nginx_plain value={vs_plain:.3f} unit=x", flush=True)
     print(f"RESULT workload=gateway_direct_p50_ms value={median(direct, 'p50_ms'):.3f} unit=ms", flush=True)
     print(f"RESULT workload=gateway_p50_ms value={median(gateway, 'p50_ms'):.3f} unit=ms floor={median(direct, 'p50_ms'):.3f} ratio={p50_ratio:.2f}", flush=True)
     print(f"RESULT workload=gateway_nginx_p50_ms value={median(nginx, 'p50_ms'):.3f} unit=ms", flush=True)

@@ -18,7 +18,7 @@ WORKLOADS = [
     "breaker_floor", "breaker_call", "breaker_call_timeout", "pybreaker_call", "aiobreaker_call",
     "pg_join_leave", "pg_join_visible_on_peer", "pubsub_local_fanout", "pubsub_remote_broadcast",
     "remote_cast_same_pair",
-    "gateway_direct_rps", "gateway_rps", "gateway_nginx_rps", "gateway_vs_nginx", "gateway_direct_p50_ms", "gateway_p50_ms",
+    "gateway_direct_rps", "gateway_rps", "gateway_nginx_rps", "gateway_vs_nginx", "gateway_nginx_plain_rps", "gateway_vs_nginx_plain", "gateway_direct_p50_ms", "gateway_p50_ms",
     "gateway_nginx_p50_ms", "gateway_kill_failed",
 ]
 
