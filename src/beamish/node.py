@@ -343,20 +343,15 @@ class Node:
         proc.adopt(asyncio.current_task())
         token = _current.set(proc)
         try:
-            result = await fn()
+            return await fn()
         except asyncio.CancelledError:
             if proc.alive:  # the caller gave up (or was cancelled): so does the process
                 proc.exit(KILLED)
             raise
-        except BaseException:
-            if proc.alive:
-                proc.exit(NORMAL)
-            raise
         finally:
             _current.reset(token)
-        if proc.alive:
-            proc.exit(NORMAL)
-        return result
+            if proc.alive:
+                proc.exit(NORMAL)
 
     def spawn(
         self,
