@@ -1,7 +1,7 @@
 """The API gateway: the seed's ApiGateway made real. A real HTTP server
-(aiohttp, on the node's own event loop) in front of real backend services
-(`apps.gateway.backend`, each instance its own node), found through service
-discovery, each service behind its circuit breaker, load balanced, with
+(HTTP/1.1 over httptools' parser, on the node's own event loop) in front
+of real backend services (`apps.gateway.backend`, each instance its own
+node), found through service discovery, each service behind its circuit breaker, load balanced, with
 `/health` and `/metrics`.
 
 The tree, one node:
@@ -39,14 +39,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiohttp import web
-
 import beamish
 from beamish import Application, ChildSpec, CircuitBreaker, GenServer, Pid, Reply, Supervisor
 from beamish.cluster import Backoff, Cluster, Static, Topology, discovery, parse_topologies
 
 from .metrics import Metrics
 from .proxy import BackendFailed, Config, NoInstance, Proxy, health
+from .server import Request, Response, json_response, serve
 from .upstream import Pool
 
 __all__ = ["BREAKER", "DEFAULT_ROUTES", "Gateway", "GatewayServer", "children", "parse_routes", "port"]
@@ -78,9 +77,10 @@ def parse_routes(text: str) -> dict[str, str]:
 
 class GatewayServer(GenServer):
     """The HTTP server as a supervised process: it owns the listening
-    socket and the connection pool to the backends, and closes both when
-    it stops. Each request runs in a process of its own (`Node.in_process`),
-    killed if its client hangs up."""
+    socket (`apps.gateway.server`) and the connection pool to the backends
+    (`apps.gateway.upstream`), and closes both when it stops. Each request
+    runs in a process of its own (`Node.in_process`), killed if its client
+    hangs up."""
 
     async def init(self, arg: dict[str, Any]) -> dict[str, Any]:
         beamish.process_flag("trap_exit", True)
@@ -93,37 +93,29 @@ class GatewayServer(GenServer):
         metrics = Metrics(sorted(set(config.routes.values())))
         proxy = Proxy(config, pool, metrics)
 
-        async def forward(request: web.Request) -> web.StreamResponse:
+        index = {"gateway": "beamish", "routes": config.routes, "also": ["/health", "/metrics"]}
+
+        async def handler(request: Request) -> Response:
+            if request.method in ("GET", "HEAD"):
+                if request.path == "/":
+                    return json_response(index)
+                if request.path == "/health":
+                    return json_response(health(config.routes))
+                if request.path == "/metrics":
+                    body = await node.in_process(metrics.render)
+                    return Response(200, [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body)
             return await node.in_process(lambda: proxy.handle(request))
 
-        async def index(request: web.Request) -> web.StreamResponse:
-            return web.json_response({"gateway": "beamish", "routes": config.routes, "also": ["/health", "/metrics"]})
-
-        async def health_page(request: web.Request) -> web.StreamResponse:
-            return web.json_response(health(config.routes))
-
-        async def metrics_page(request: web.Request) -> web.StreamResponse:
-            body = await node.in_process(metrics.render)
-            return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_get("/", index)  # before the catch-all: aiohttp tries routes in order
-        app.router.add_get("/health", health_page)
-        app.router.add_get("/metrics", metrics_page)
-        app.router.add_route("*", "/{tail:.*}", forward)
-        # handler_cancellation: a client that hangs up cancels its handler,
-        # and with it the backend request.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        await web.TCPSite(runner, arg.get("host", "127.0.0.1"), arg.get("port", 0)).start()
-        return {"runner": runner, "pool": pool, "port": runner.addresses[0][1]}
+        # A client that hangs up has its handler cancelled, and with it the backend request.
+        server = await serve(handler, arg.get("host", "127.0.0.1"), arg.get("port", 0))
+        return {"server": server, "pool": pool, "port": server.sockets[0].getsockname()[1]}
 
     def handle_call(self, request: Any, from_: Any, st: dict[str, Any]) -> Reply:
         return Reply(st["port"], st)
 
     async def terminate(self, reason: Any, st: Any) -> None:
         if isinstance(st, dict):
-            await st["runner"].cleanup()
+            st["server"].close()
             st["pool"].close()
 
 

@@ -1,4 +1,4 @@
-"""The gateway's proxying, HTTP framework at the edge: route by path prefix,
+"""The gateway's proxying: route by path prefix,
 pick an instance (round robin, or the least outstanding requests), guard
 the service with its circuit breaker, and stream the request and the answer
 both ways through a keep-alive connection pool (`apps.gateway.upstream`).
@@ -11,8 +11,8 @@ both ways through a keep-alive connection pool (`apps.gateway.upstream`).
 - 404 for an unknown prefix; 503 with a JSON body naming the service and
   `Retry-After` when its breaker is open or it has no instance; 502 when the
   backend fails (5xx, a refused or broken connection), 504 when it times out;
-- a client that disconnects cancels the backend request (aiohttp's handler
-  cancellation, and the upstream connection closed with it).
+- a client that disconnects cancels the backend request (the server cancels
+  its handler, and the upstream connection is closed with it).
 
 >>> from apps.gateway.proxy import strip_hop_by_hop
 >>> strip_hop_by_hop([("Connection", "close, X-B"), ("Keep-Alive", "5"), ("X-A", "1"), ("X-B", "2"), ("X-A", "3")])
@@ -28,13 +28,12 @@ from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-from multidict import CIMultiDict
-
 from beamish import CircuitBreaker, CircuitOpen
 from beamish.cluster import discovery
 
-from .upstream import Pool, Response, UpstreamError
+from .server import HTTPError, Request, Response, json_response
+from .upstream import Pool, UpstreamError
+from .upstream import Response as UpstreamResponse
 
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
@@ -43,6 +42,7 @@ HOP_BY_HOP = frozenset(h.lower() for h in (
 ))  # fmt: skip
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 SMALL = 65536  # an answer with a Content-Length up to this is read whole, not streamed
+MAX_BODY = 64 << 20  # a request body read whole (to be replayed on a retry) at most
 
 
 def strip_hop_by_hop(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -116,36 +116,39 @@ class Proxy:
             fresh.sort()
         return fresh[n % len(fresh)]
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         found = self.route(request.path)
         if found is None:
-            return self._done(request, "unknown", web.json_response({"error": "no route", "path": request.path[:200]}, status=404), started)
+            return self._done("unknown", json_response({"error": "no route", "path": request.path[:200]}, 404), started)
         prefix, service = found
         try:
             response = await CircuitBreaker.call(service, lambda: self._forward(request, service))
         except CircuitOpen as exc:
             retry = 1 if math.isinf(exc.retry_after) else max(1, math.ceil(exc.retry_after))
-            response = web.json_response({"error": "service unavailable", "service": service, "reason": "circuit open"},
-                                         status=503, headers={"Retry-After": str(retry)})  # fmt: skip
+            response = json_response({"error": "service unavailable", "service": service, "reason": "circuit open"},
+                                     503, [("Retry-After", str(retry))])  # fmt: skip
         except NoInstance:
-            response = web.json_response({"error": "service unavailable", "service": service, "reason": "no instance"},
-                                         status=503, headers={"Retry-After": "1"})  # fmt: skip
+            response = json_response({"error": "service unavailable", "service": service, "reason": "no instance"},
+                                     503, [("Retry-After", "1")])  # fmt: skip
         except TimeoutError:
-            response = web.json_response({"error": "gateway timeout", "service": service}, status=504)
+            response = json_response({"error": "gateway timeout", "service": service}, 504)
         except BackendFailed as exc:
-            response = web.json_response({"error": "bad gateway", "service": service, "detail": str(exc)[:200]}, status=502)
-        return self._done(request, prefix, response, started)
+            response = json_response({"error": "bad gateway", "service": service, "detail": str(exc)[:200]}, 502)
+        except HTTPError as exc:  # the client's fault (a body too big): not the service's
+            request.keep_alive = False
+            response = json_response({"error": str(exc)[:200]}, exc.status)
+        return self._done(prefix, response, started)
 
-    def _done(self, request: web.Request, route: str, response: web.StreamResponse, started: float) -> web.StreamResponse:
+    def _done(self, route: str, response: Response, started: float) -> Response:
         self.metrics.observe(route, response.status, time.perf_counter() - started)
         return response
 
-    async def _forward(self, request: web.Request, service: str) -> web.StreamResponse:
+    async def _forward(self, request: Request, service: str) -> Response:
         """One proxied exchange, with retries for idempotent methods; raises
         what the breaker should count (BackendFailed, TimeoutError)."""
         retryable = request.method in IDEMPOTENT
-        body = await request.read() if retryable else None  # a retried body must be replayable
+        body = await request.read(MAX_BODY) if retryable else None  # a retried body must be replayable
         tried: set[str] = set()
         attempt = 0
         while True:
@@ -155,40 +158,38 @@ class Proxy:
                 return await self._once(request, endpoint, body)
             except (BackendFailed, TimeoutError):
                 attempt += 1
-                if not retryable or attempt > self.config.retries:
-                    raise
+                if not retryable or attempt > self.config.retries or request.streamed is not None:
+                    raise  # (once an answer has begun, it cannot be taken back)
                 await asyncio.sleep(self.config.backoff * (2 ** (attempt - 1)))
 
-    async def _once(self, request: web.Request, endpoint: str, body: bytes | None) -> web.StreamResponse:
+    async def _once(self, request: Request, endpoint: str, body: bytes | None) -> Response:
         headers = strip_hop_by_hop(request.headers)
-        peer = request.remote or ""
-        prior = request.headers.get("X-Forwarded-For")
-        headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-        headers.append(("X-Forwarded-Proto", request.scheme))
+        prior = request.header("X-Forwarded-For")
+        headers.append(("X-Forwarded-For", f"{prior}, {request.remote}" if prior else request.remote))
+        headers.append(("X-Forwarded-Proto", "http"))
         headers.append(("X-Forwarded-Host", request.host))
-        data: bytes | AsyncIterable[bytes] = request.content.iter_chunked(65536) if body is None else body
+        data: bytes | AsyncIterable[bytes] = request.chunks() if body is None else body
         self.stats.outstanding[endpoint] = self.stats.outstanding.get(endpoint, 0) + 1
-        upstream: Response | None = None
+        upstream: UpstreamResponse | None = None
         try:
             async with asyncio.timeout(self.config.timeout):
                 try:
-                    upstream = await self.pool.request(endpoint, request.method, request.rel_url.path_qs, headers, data,
-                                                       length=request.content_length)  # fmt: skip
+                    upstream = await self.pool.request(endpoint, request.method, request.target, headers, data, length=request.content_length)
                     if upstream.status >= 500:
                         detail = (await upstream.read(2000)).decode(errors="replace")
                         raise BackendFailed(upstream.status, f"{endpoint} answered {upstream.status}: {detail}")
-                    answer = CIMultiDict(strip_hop_by_hop(upstream.headers))
+                    answer = strip_hop_by_hop(upstream.headers)
                     length = upstream.header("Content-Length")
-                    if length and int(length) <= SMALL and request.method != "HEAD" and upstream.status not in (204, 304):
+                    size = int(length) if length is not None else None
+                    if request.method == "HEAD" or upstream.status in (204, 304):
+                        return Response(upstream.status, answer, b"", size)
+                    if size is not None and size <= SMALL:
                         # A small answer whole: its headers and body leave in one write.
-                        return web.Response(status=upstream.status, headers=answer, body=await upstream.read())
-                    response = web.StreamResponse(status=upstream.status, headers=answer)
-                    if length:
-                        response.content_length = int(length)
-                    await response.prepare(request)
+                        return Response(upstream.status, answer, await upstream.read())
+                    response = request.respond(upstream.status, answer, size)
                     async for chunk in upstream.chunks():
                         await response.write(chunk)
-                    await response.write_eof()
+                    await response.end()
                     return response
                 except UpstreamError as exc:
                     raise BackendFailed(502, str(exc)) from None

@@ -52,11 +52,10 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from ._http1 import HIGH_WATER, MAX_HEAD, MAX_HEADERS, Flow, encode_head
+
 __all__ = ["HIGH_WATER", "MAX_HEAD", "MAX_HEADERS", "Pool", "Response", "UpstreamError"]
 
-MAX_HEAD = 65536  # bytes of status line and headers an answer may have
-MAX_HEADERS = 128
-HIGH_WATER = 262144  # body bytes buffered before reading pauses
 MAX_IDLE = 256  # idle connections kept per endpoint; more are closed
 
 
@@ -65,7 +64,7 @@ class UpstreamError(Exception):
     something that is not a well-formed HTTP/1.x answer."""
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(Flow):
     """One keep-alive connection; httptools calls its `on_*` methods."""
 
     def __init__(self, pool: Pool, endpoint: str) -> None:
@@ -74,8 +73,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[None] | None = None  # woken by any news
-        self.drained: asyncio.Future[None] | None = None  # woken when writing may go on
-        self.writing_paused = False
         self.reading_paused = False
         self.busy = False  # a request is under way: data when idle is a protocol error
         self.idle_since = 0.0
@@ -123,14 +120,7 @@ class _Connection(asyncio.Protocol):
             )
         self.transport = None
         self._wake()
-        self._wake_writer()
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        self._wake_writer()
+        self.wake_writer()
 
     # --- httptools' callbacks ---
     def on_message_begin(self) -> None:
@@ -185,11 +175,6 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _wake_writer(self) -> None:
-        drained = self.drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
     def _fail(self, error: UpstreamError) -> None:
         if self.error is None:
             self.error = error
@@ -207,15 +192,6 @@ class _Connection(asyncio.Protocol):
         finally:
             self.waiter = None
 
-    async def drain(self) -> None:
-        while self.writing_paused and self.transport is not None:
-            self.drained = asyncio.get_running_loop().create_future()
-            try:
-                await self.drained
-            finally:
-                self.drained = None
-        if self.transport is None:
-            raise self.error or UpstreamError(f"{self.endpoint} closed the connection")
 
     def take(self) -> bytes:
         """The body bytes buffered so far (reading resumed if it paused)."""
@@ -276,17 +252,8 @@ class Response:
         self.connection.pool.release(self.connection)
 
 
-def _head(
-    method: str, target: str, host: str, headers: list[tuple[str, str]], framing: str
-) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers)]
-    if framing:
-        lines.append(framing)
-    text = "\r\n".join(lines)
-    # A CR or LF inside a name or a value would start a header (or a request) of the caller's making.
-    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
-        raise ValueError("a CR or LF in the request line or a header")
-    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+def _head(method: str, target: str, host: str, headers: list[tuple[str, str]], framing: str) -> bytes:
+    return encode_head(f"{method} {target} HTTP/1.1", headers, f"Host: {host}", *((framing,) if framing else ()))
 
 
 class Pool:
@@ -385,7 +352,8 @@ class Pool:
                             transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                         else:
                             transport.write(chunk)
-                        await conn.drain()
+                        if not await conn.drain():
+                            raise conn.error or UpstreamError(f"{endpoint} closed the connection")
                 if length is None:
                     transport.write(b"0\r\n\r\n")
             while not conn.head_done:
