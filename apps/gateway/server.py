@@ -309,7 +309,7 @@ class _Connection(Flow):
     def on_url(self, url: bytes) -> None:
         self.head_size += len(url)
         if self.head_size > MAX_HEAD:
-            raise HTTPError(431 if self.url else 414, f"a request head over {MAX_HEAD} bytes")
+            raise HTTPError(414, f"a request target over {MAX_HEAD} bytes")
         self.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -427,6 +427,9 @@ class _Connection(Flow):
                 response = await handler(request)
             except asyncio.CancelledError:
                 raise
+            except ConnectionError:  # the client went while a streamed answer was under way
+                self.abort()
+                return
             except HTTPError as exc:
                 request.keep_alive = False
                 response = json_response({"error": _REASONS.get(exc.status, "error"), "detail": str(exc)[:200]}, exc.status)
@@ -449,6 +452,7 @@ class _Connection(Flow):
                     self.abort()
                     return
             self.queue.popleft()
+            self.last_data = self.loop.time()  # keep-alive counts from the answer, not the request
             if not request.keep_alive or self.transport is None:
                 self._close()
                 return

@@ -116,6 +116,7 @@ async def test_expect_100_continue() -> None:
     [
         (b"GARBAGE\r\n\r\n", b"400"),
         (b"GET http://elsewhere/ HTTP/1.1\r\nHost: h\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * MAX_HEAD + b" HTTP/1.1\r\n\r\n", b"414"),
         (b"GET / HTTP/1.1\r\nX-Big: " + b"x" * MAX_HEAD + b"\r\n\r\n", b"431"),
         (b"GET / HTTP/1.1\r\n" + b"X-H: 1\r\n" * 200 + b"\r\n", b"431"),
         (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),  # smuggling
