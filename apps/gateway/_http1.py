@@ -21,6 +21,15 @@ def encode_head(first_line: str, headers: list[tuple[str, str]], *extra: str) ->
     return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
+def first_header(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of header `name` (case-insensitive), or None."""
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
 class Flow(asyncio.Protocol):
     """A protocol whose writer waits (`drain`) while its transport's buffer is full."""
 

@@ -52,7 +52,7 @@ from typing import Any, cast
 
 import httptools
 
-from ._http1 import HIGH_WATER, MAX_HEAD, MAX_HEADERS, Flow, encode_head
+from ._http1 import HIGH_WATER, MAX_HEAD, MAX_HEADERS, Flow, encode_head, first_header
 
 __all__ = ["HTTPError", "Request", "Response", "Server", "StreamedResponse", "json_response", "serve"]
 
@@ -166,11 +166,7 @@ class Request:
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return first_header(self.headers, name)
 
     @property
     def host(self) -> str:

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from ._http1 import HIGH_WATER, MAX_HEAD, MAX_HEADERS, Flow, encode_head
+from ._http1 import HIGH_WATER, MAX_HEAD, MAX_HEADERS, Flow, encode_head, first_header
 
 __all__ = ["HIGH_WATER", "MAX_HEAD", "MAX_HEADERS", "Pool", "Response", "UpstreamError"]
 
@@ -218,11 +218,7 @@ class Response:
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return first_header(self.headers, name)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self.connection
