@@ -1,5 +1,6 @@
 """What the gateway's HTTP/1.1 server and its upstream client share: the
-bounds on a head, a head's encoding, and write flow control."""
+bounds on a head, a head's encoding, chunk framing, a message's write, and
+write flow control."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 MAX_HEAD = 65536  # bytes of request or status line and headers together
 MAX_HEADERS = 128
 HIGH_WATER = 262144  # body bytes buffered before reading pauses
+COALESCE = 65536  # a body under this leaves in the same write as its head
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 def encode_head(first_line: str, headers: list[tuple[str, str]], *extra: str) -> bytes:
@@ -19,6 +22,20 @@ def encode_head(first_line: str, headers: list[tuple[str, str]], *extra: str) ->
     if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
         raise ValueError("a CR or LF in the first line or a header")
     return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+def frame_chunk(chunk: bytes) -> bytes:
+    """One chunk of a chunked body (`chunk` not empty: an empty one ends the body)."""
+    return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+
+
+def write_message(transport: asyncio.Transport, head: bytes, body: bytes) -> None:
+    """A head and a whole body: one write (one syscall) when the body is small."""
+    if len(body) < COALESCE:
+        transport.write(head + body)
+    else:
+        transport.write(head)
+        transport.write(body)
 
 
 def first_header(headers: list[tuple[str, str]], name: str) -> str | None:

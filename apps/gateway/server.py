@@ -52,7 +52,17 @@ from typing import Any, cast
 
 import httptools
 
-from ._http1 import HIGH_WATER, MAX_HEAD, MAX_HEADERS, Flow, encode_head, first_header
+from ._http1 import (
+    HIGH_WATER,
+    LAST_CHUNK,
+    MAX_HEAD,
+    MAX_HEADERS,
+    Flow,
+    encode_head,
+    first_header,
+    frame_chunk,
+    write_message,
+)
 
 __all__ = ["HTTPError", "Request", "Response", "Server", "StreamedResponse", "json_response", "serve"]
 
@@ -127,7 +137,7 @@ class StreamedResponse(Response):
         conn = self._conn
         if conn.transport is None:
             raise ConnectionResetError("the client closed the connection")
-        conn.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked else chunk)
+        conn.transport.write(frame_chunk(chunk) if self._chunked else chunk)
         if conn.writing_paused and not await conn.drain():
             raise ConnectionResetError("the client closed the connection")
 
@@ -135,7 +145,7 @@ class StreamedResponse(Response):
         if not self.done:
             self.done = True
             if self._chunked and self._conn.transport is not None:
-                self._conn.transport.write(b"0\r\n\r\n")
+                self._conn.transport.write(LAST_CHUNK)
 
 
 class Request:
@@ -400,12 +410,7 @@ class _Connection(Flow):
             body, length = b"", None
         elif request.method == "HEAD" or status == 304:  # the length the body would have, if known
             body, length = b"", response.length if response.length is not None else (len(body) or None)
-        head = self.head_bytes(request, status, response.headers, length)
-        if len(body) < 65536:
-            self.transport.write(head + body)  # headers and body in one write
-        else:
-            self.transport.write(head)
-            self.transport.write(body)
+        write_message(self.transport, self.head_bytes(request, status, response.headers, length), body)
 
     async def _work(self) -> None:
         """Answer the queued requests in order, for the connection's life."""

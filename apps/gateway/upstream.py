@@ -52,7 +52,17 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from ._http1 import HIGH_WATER, MAX_HEAD, MAX_HEADERS, Flow, encode_head, first_header
+from ._http1 import (
+    HIGH_WATER,
+    LAST_CHUNK,
+    MAX_HEAD,
+    MAX_HEADERS,
+    Flow,
+    encode_head,
+    first_header,
+    frame_chunk,
+    write_message,
+)
 
 __all__ = ["HIGH_WATER", "MAX_HEAD", "MAX_HEADERS", "Pool", "Response", "UpstreamError"]
 
@@ -87,9 +97,7 @@ class _Connection(Flow):
         self.buffered = 0
         self.complete = False
         self.keep_alive = False
-        self.framed = (
-            False  # a Content-Length or chunked: otherwise the body ends with the connection
-        )
+        self.framed = False  # a Content-Length or chunked: otherwise the body ends with the connection
         self.head_request = False
         self.error: UpstreamError | None = None
 
@@ -105,19 +113,14 @@ class _Connection(Flow):
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             cause = exc.__context__ if isinstance(exc.__context__, UpstreamError) else None
-            self._fail(
-                cause
-                or UpstreamError(f"{self.endpoint} answered something that is not HTTP/1.x: {exc}")
-            )
+            self._fail(cause or UpstreamError(f"{self.endpoint} answered something that is not HTTP/1.x: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.forget(self)
         if self.head_done and not self.complete and not self.framed and self.error is None:
             self.complete = True  # a body delimited by the connection's end
         elif not self.complete and self.error is None:
-            self.error = UpstreamError(
-                f"{self.endpoint} closed the connection" + (f": {exc}" if exc else "")
-            )
+            self.error = UpstreamError(f"{self.endpoint} closed the connection" + (f": {exc}" if exc else ""))
         self.transport = None
         self._wake()
         self.wake_writer()
@@ -130,14 +133,10 @@ class _Connection(Flow):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_HEAD or len(self.headers) >= MAX_HEADERS:
-            raise UpstreamError(
-                f"{self.endpoint} answered a head over {MAX_HEAD} bytes or {MAX_HEADERS} headers"
-            )
+            raise UpstreamError(f"{self.endpoint} answered a head over {MAX_HEAD} bytes or {MAX_HEADERS} headers")
         key = name.decode("latin-1")
         lower = key.lower()
-        if lower == "content-length" or (
-            lower == "transfer-encoding" and b"chunked" in value.lower()
-        ):
+        if lower == "content-length" or (lower == "transfer-encoding" and b"chunked" in value.lower()):
             self.framed = True
         self.headers.append((key, value.decode("utf-8", "surrogateescape")))
 
@@ -191,7 +190,6 @@ class _Connection(Flow):
             await self.waiter
         finally:
             self.waiter = None
-
 
     def take(self) -> bytes:
         """The body bytes buffered so far (reading resumed if it paused)."""
@@ -256,15 +254,11 @@ class Pool:
     """Keep-alive connections to any number of endpoints (`http://host:port`
     or `https://...`), idle ones closed after `keepalive` seconds."""
 
-    def __init__(
-        self, *, keepalive: float = 30.0, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
+    def __init__(self, *, keepalive: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.keepalive = keepalive
         self.ssl_context = ssl_context
         self._idle: dict[str, list[_Connection]] = {}
-        self._where: dict[
-            str, tuple[str, int, str, bool]
-        ] = {}  # endpoint -> host, port, Host header, tls
+        self._where: dict[str, tuple[str, int, str, bool]] = {}  # endpoint -> host, port, Host header, tls
         self._all: set[_Connection] = set()
 
     def _address(self, endpoint: str) -> tuple[str, int, str, bool]:
@@ -283,9 +277,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         context = (self.ssl_context or ssl.create_default_context()) if tls else None
         try:
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self, endpoint), host, port, ssl=context
-            )
+            _, conn = await loop.create_connection(lambda: _Connection(self, endpoint), host, port, ssl=context)
         except OSError as exc:
             raise UpstreamError(f"{endpoint}: {exc}") from None
         self._all.add(conn)
@@ -327,31 +319,17 @@ class Pool:
                 data = body or b""
                 # No body at all (a GET): no framing header either, rather than an empty body.
                 bodiless = not data and method in ("GET", "HEAD", "DELETE", "OPTIONS")
-                head = _head(
-                    method,
-                    target,
-                    host,
-                    headers,
-                    "" if bodiless else f"Content-Length: {len(data)}",
-                )
-                transport.write(head + data if len(data) < 65536 else head)
-                if len(data) >= 65536:
-                    transport.write(data)
+                write_message(transport, _head(method, target, host, headers, "" if bodiless else f"Content-Length: {len(data)}"), data)
             else:
-                framing = (
-                    "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
-                )
+                framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
                 transport.write(_head(method, target, host, headers, framing))
                 async for chunk in body:
                     if chunk:
-                        if length is None:
-                            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                        else:
-                            transport.write(chunk)
+                        transport.write(frame_chunk(chunk) if length is None else chunk)
                         if not await conn.drain():
                             raise conn.error or UpstreamError(f"{endpoint} closed the connection")
                 if length is None:
-                    transport.write(b"0\r\n\r\n")
+                    transport.write(LAST_CHUNK)
             while not conn.head_done:
                 if conn.error is not None:
                     raise conn.error
